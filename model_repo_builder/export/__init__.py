@@ -1,0 +1,1 @@
+"""ONNX export, quantization and numeric verification against the source model."""

@@ -1,0 +1,1 @@
+"""Model sources: aliases, local / Hub / embedded resolution, and what trb knows per architecture."""

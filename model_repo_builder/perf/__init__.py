@@ -1,0 +1,1 @@
+"""Measurement: perf_analyzer runs, load profiles and capacity analysis."""

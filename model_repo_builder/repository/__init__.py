@@ -1,0 +1,1 @@
+"""Model repositories: config rendering, per-task builders, atomic writes, manifest."""

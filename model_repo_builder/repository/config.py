@@ -1,0 +1,95 @@
+"""Render config.pbtxt through Triton's own schema (`model_config_pb2.ModelConfig`).
+
+A config is built as a plain dict, parsed into the protobuf message (so a misspelt field or a wrong
+enum fails here, not when tritonserver loads it) and printed with `text_format`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from model_repo_builder.errors import RepositoryError
+from model_repo_builder.spec import BuildSpec
+
+INSTANCE_KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
+WARMUP_FILE = "warmup_text"
+
+
+def render(config: dict[str, Any]) -> str:
+    """Validate `config` against ModelConfig and return its protobuf text form."""
+    try:
+        message = json_format.ParseDict(config, model_config_pb2.ModelConfig())
+    except json_format.ParseError as error:
+        raise RepositoryError(f"invalid model configuration: {error}") from None
+    return text_format.MessageToString(message)
+
+
+def parse(text: str) -> model_config_pb2.ModelConfig:
+    """Parse config.pbtxt text; a corrupt file is a `RepositoryError`."""
+    try:
+        return text_format.Parse(text, model_config_pb2.ModelConfig())
+    except text_format.ParseError as error:
+        raise RepositoryError(f"config.pbtxt does not parse as a Triton ModelConfig: {error}") from None
+
+
+def as_dict(config: model_config_pb2.ModelConfig) -> dict[str, Any]:
+    """The protobuf message as plain data (for comparisons and reports)."""
+    return json_format.MessageToDict(config, preserving_proto_field_name=True)
+
+
+def preferred_batch_sizes(max_batch_size: int) -> list[int]:
+    """Powers of two from 4 up to, and including, the maximum batch size."""
+    sizes = [size for size in (4, 8, 16, 32, 64, 128, 256) if size < max_batch_size]
+    return [*sizes, max_batch_size]
+
+
+def scheduling(spec: BuildSpec) -> dict[str, Any]:
+    """Batching, queueing and instance settings shared by every served model trb builds.
+
+    The queue is bounded: once `max_queue_size` requests wait, new ones are rejected at once with
+    UNAVAILABLE (HTTP 503) instead of waiting behind an ever longer queue.
+    """
+    return {
+        "max_batch_size": spec.max_batch_size,
+        "dynamic_batching": {
+            "preferred_batch_size": preferred_batch_sizes(spec.max_batch_size),
+            "max_queue_delay_microseconds": spec.max_queue_delay_us,
+            "default_queue_policy": {
+                "timeout_action": "REJECT",
+                "default_timeout_microseconds": 0,
+                "allow_timeout_override": True,
+                "max_queue_size": spec.max_queue_size,
+            },
+        },
+        "instance_group": [{"count": spec.instances, "kind": INSTANCE_KINDS[spec.kind]}],
+    }
+
+
+def string_parameters(values: dict[str, object]) -> dict[str, dict[str, str]]:
+    """Python-backend parameters: Triton passes every value as a string."""
+    return {
+        key: {"string_value": str(value).lower() if isinstance(value, bool) else str(value)}
+        for key, value in values.items()
+    }
+
+
+def text_warmup(input_name: str, max_batch_size: int) -> list[dict[str, Any]]:
+    """Warm up with one real sentence at batch 1 and at the largest batch (replicated by Triton)."""
+    sizes = sorted({1, max_batch_size})
+    return [
+        {
+            "name": f"warmup_batch_{size}",
+            "batch_size": size,
+            "inputs": {input_name: {"data_type": "TYPE_STRING", "dims": [1], "input_data_file": WARMUP_FILE}},
+        }
+        for size in sizes
+    ]
+
+
+def serialize_bytes_element(text: str) -> bytes:
+    """One TYPE_STRING element as Triton reads it from a warmup file: 4-byte length, then UTF-8."""
+    data = text.encode("utf-8")
+    return len(data).to_bytes(4, "little") + data

@@ -1,0 +1,1 @@
+"""Running Triton: binaries, the tritonserver process, health, and container commands."""

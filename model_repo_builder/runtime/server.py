@@ -1,0 +1,244 @@
+"""The tritonserver process: start, wait until every model is ready, stop gracefully.
+
+Secure defaults: binds to loopback unless told otherwise, model control is off (`none`: the
+repository loaded at start is what is served), and the model-repository, shared-memory, logging and
+trace APIs need an admin key that only this process knows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from model_repo_builder.errors import PortInUseError, RepositoryError, ServerError
+from model_repo_builder.repository import config as model_config
+from model_repo_builder.runtime.tools import find_tritonserver
+from model_repo_builder.spec import LaunchSpec
+
+LOGGER = logging.getLogger(__name__)
+
+ADMIN_HEADER = "trb-admin-key"
+RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
+_PR_SET_PDEATHSIG = 1
+_LOAD_FAILURE = re.compile(r"failed to load '([^']+)'[^:]*: (.*)")
+_BIND_FAILURE = re.compile(
+    r"(failed to start \w+ service|Address already in use|Socket '.*' already in use).*", re.IGNORECASE
+)
+
+
+def repository_models(repository: Path) -> list[str]:
+    """Names of the models in a repository; a missing or empty repository is a `RepositoryError`."""
+    if not repository.is_dir():
+        raise RepositoryError(f"model repository {repository} does not exist; build one with `trb build`")
+    models = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").is_file())
+    if not models:
+        raise RepositoryError(
+            f"{repository} holds no model (no <model>/config.pbtxt); build one with `trb build`"
+        )
+    for name in models:
+        model_config.parse((repository / name / "config.pbtxt").read_text(encoding="utf-8"))
+    return models
+
+
+def check_port_free(host: str, port: int, flag: str) -> None:
+    """Raise `PortInUseError` naming the option when something already listens on host:port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise PortInUseError(
+                f"port {port} on {host} is not available ({error.strerror}); "
+                f"stop whatever uses it or choose another with `{flag}`"
+            ) from None
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: SIGTERM the server if trb dies, so no server is orphaned."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class TritonServer:
+    """A supervised tritonserver on one repository; use as a context manager or start()/stop()."""
+
+    def __init__(self, spec: LaunchSpec):
+        self.spec = spec
+        self.admin_key = secrets.token_urlsafe(24)
+        self.models: list[str] = []
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
+        self._log_handle: object | None = None
+
+    @property
+    def client_host(self) -> str:
+        """Address clients on this machine use (a wildcard bind is reached through loopback)."""
+        return "127.0.0.1" if self.spec.host in ("0.0.0.0", "::", "") else self.spec.host
+
+    @property
+    def http_url(self) -> str:
+        """host:port of the HTTP/REST endpoint, as tritonclient expects it."""
+        return f"{self.client_host}:{self.spec.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        """host:port of the gRPC endpoint."""
+        return f"{self.client_host}:{self.spec.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Full URL of the Prometheus metrics endpoint."""
+        return f"http://{self.client_host}:{self.spec.metrics_port}/metrics"
+
+    @property
+    def log_path(self) -> Path | None:
+        """File holding the server's stdout and stderr."""
+        return self._log_path
+
+    def command(self) -> list[str]:
+        """The tritonserver command line for this spec."""
+        installation = find_tritonserver()
+        restricted = f"{RESTRICTED_APIS}:{ADMIN_HEADER}={self.admin_key}"
+        host = self.spec.host
+        return [
+            str(installation.binary),
+            f"--model-repository={self.spec.repository.resolve()}",
+            f"--backend-directory={installation.backend_dir}",
+            f"--cache-directory={installation.cache_dir}",
+            "--model-control-mode=none",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            "--disable-auto-complete-config",
+            f"--exit-timeout-secs={self.spec.exit_timeout_s}",
+            f"--http-address={host}",
+            f"--http-port={self.spec.http_port}",
+            f"--grpc-address={host}",
+            f"--grpc-port={self.spec.grpc_port}",
+            f"--metrics-address={host}",
+            f"--metrics-port={self.spec.metrics_port}",
+            "--allow-gpu-metrics=false",
+            f"--http-restricted-api={restricted}",
+            f"--grpc-restricted-protocol={restricted}",
+            f"--log-verbose={self.spec.log_verbose}",
+            *self.spec.extra_args,
+        ]
+
+    def start(self) -> TritonServer:
+        """Check the repository and ports, then start tritonserver (does not wait for readiness)."""
+        if self.is_alive():
+            raise ServerError("this server is already running")
+        self.models = repository_models(self.spec.repository)
+        for flag, port in (
+            ("--http-port", self.spec.http_port),
+            ("--grpc-port", self.spec.grpc_port),
+            ("--metrics-port", self.spec.metrics_port),
+        ):
+            check_port_free(self.spec.host, port, flag)
+        installation = find_tritonserver()
+        command = self.command()
+        log_file = tempfile.NamedTemporaryFile(prefix="tritonserver-", suffix=".log", delete=False)  # noqa: SIM115
+        self._log_path = Path(log_file.name)
+        self._log_handle = log_file
+        LOGGER.info("starting tritonserver on %s (log: %s)", self.spec.repository, self._log_path)
+        LOGGER.debug("command: %s", " ".join(command))
+        self._process = subprocess.Popen(
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=installation.environment(),
+            preexec_fn=_die_with_parent,
+        )
+        return self
+
+    def logs(self) -> str:
+        """Everything the server has written so far."""
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        return self._log_path.read_text(encoding="utf-8", errors="replace")
+
+    def is_alive(self) -> bool:
+        """Whether the process is running."""
+        return self._process is not None and self._process.poll() is None
+
+    def _failure_reason(self) -> str:
+        logs = self.logs()
+        reasons = [
+            f"model '{m.group(1)}': {m.group(2).strip().strip(chr(34))}" for m in _LOAD_FAILURE.finditer(logs)
+        ]
+        reasons += [m.group(0).strip() for m in _BIND_FAILURE.finditer(logs)]
+        if reasons:
+            return "; ".join(dict.fromkeys(r.replace("\\n", " ") for r in reasons))
+        tail = logs.strip().splitlines()[-5:]
+        return " | ".join(tail) if tail else "no output"
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Block until every model is ready; raise `ServerError` with the server's reason if not."""
+        deadline = time.monotonic() + (timeout_s or self.spec.startup_timeout_s)
+        while time.monotonic() < deadline:
+            if not self.is_alive():
+                code = self._process.returncode if self._process else None
+                raise ServerError(
+                    f"tritonserver exited (code {code}) before it was ready: {self._failure_reason()}"
+                )
+            if self._ready():
+                LOGGER.info("tritonserver ready: http %s, grpc %s", self.http_url, self.grpc_url)
+                return
+            time.sleep(0.25)
+        reason = self._failure_reason()
+        self.stop()
+        raise ServerError(
+            f"tritonserver was not ready within {timeout_s or self.spec.startup_timeout_s:.0f} s: {reason}"
+        )
+
+    def stop(self, timeout_s: float | None = None) -> int | None:
+        """SIGTERM (in-flight requests finish), wait, then SIGKILL; return the exit code."""
+        process = self._process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout_s or self.spec.exit_timeout_s + 10)
+            except subprocess.TimeoutExpired:
+                LOGGER.warning("tritonserver did not exit after SIGTERM; killing it")
+                process.kill()
+                process.wait()
+        if self._log_handle is not None:
+            self._log_handle.close()  # type: ignore[attr-defined]
+            self._log_handle = None
+        return process.returncode
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Text-embedding model served by the Triton python backend."""

@@ -1,0 +1,69 @@
+"""Triton python-backend model: TYPE_STRING texts in, FP32 sentence embeddings out.
+
+Each request is validated on its own, so one bad request in a dynamic batch gets its own
+INVALID_ARG error while the others in the same batch are answered normally.
+"""
+
+import json
+import os
+import sys
+
+# The tritonserver bundled in the nvidia-pytriton wheel embeds the system libpython, whose sys.path
+# does not include the virtual environment trb runs from; the launcher passes it in TRB_PYTHONPATH.
+# In the NGC container the packages are installed system-wide and the variable is unset.
+for _entry in os.environ.get("TRB_PYTHONPATH", "").split(os.pathsep):
+    if _entry and _entry not in sys.path:
+        sys.path.append(_entry)
+
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+from text_embedding import EmbedderSettings, InvalidTextError, TextEmbedder, decode_texts  # noqa: E402
+
+INPUT_NAME = "TEXT"
+OUTPUT_NAME = "EMBEDDING"
+
+
+class TritonPythonModel:
+    """Embeds every text of every request in one ONNX Runtime call per execute()."""
+
+    def initialize(self, args):
+        """Load tokenizer and ONNX session from the version directory."""
+        config = json.loads(args["model_config"])
+        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        settings = EmbedderSettings.from_parameters(parameters)
+        if args["model_instance_kind"] == "GPU":
+            settings = EmbedderSettings(
+                **{**settings.__dict__, "providers": ("CUDAExecutionProvider", "CPUExecutionProvider")}
+            )
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        self.embedder = TextEmbedder(
+            os.path.join(version_dir, parameters.get("onnx_file", "model.onnx")),
+            os.path.join(version_dir, "tokenizer.json"),
+            settings,
+        )
+
+    def execute(self, requests):
+        """Answer each request with its own rows of one batched embedding computation."""
+        responses = [None] * len(requests)
+        texts, owners = [], []
+        for index, request in enumerate(requests):
+            raw = pb_utils.get_input_tensor_by_name(request, INPUT_NAME).as_numpy()
+            try:
+                decoded = decode_texts(raw)
+            except InvalidTextError as error:
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
+                )
+                continue
+            texts.extend(decoded)
+            owners.append((index, len(decoded)))
+        if texts:
+            embeddings = self.embedder.embed(texts)
+            start = 0
+            for index, count in owners:
+                rows = embeddings[start : start + count]
+                start += count
+                responses[index] = pb_utils.InferenceResponse(
+                    [pb_utils.Tensor(OUTPUT_NAME, np.ascontiguousarray(rows))]
+                )
+        return responses

@@ -1,0 +1,152 @@
+"""Text in, vectors out: tokenization, ONNX Runtime inference and sentence-transformers pooling.
+
+Pure Python and NumPy (plus `tokenizers` and `onnxruntime`), with no Triton import, so the same code
+runs inside the python-backend stub and in tests. Copied next to `model.py` in each repository.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
+
+
+class InvalidTextError(ValueError):
+    """A request's text cannot be embedded (empty, not UTF-8, not a string)."""
+
+
+def decode_texts(raw: np.ndarray) -> list[str]:
+    """Decode a BYTES tensor into strings, rejecting what cannot be embedded meaningfully."""
+    texts = []
+    for index, item in enumerate(raw.reshape(-1)):
+        if isinstance(item, bytes):
+            try:
+                text = item.decode("utf-8")
+            except UnicodeDecodeError as error:
+                bad_byte = item[error.start : error.start + 1]
+                raise InvalidTextError(
+                    f"TEXT[{index}] is not valid UTF-8 (byte {error.start}: {bad_byte!r}); "
+                    "send UTF-8 encoded text"
+                ) from None
+        elif isinstance(item, str):
+            text = item
+        else:
+            raise InvalidTextError(f"TEXT[{index}] must be a string, got {type(item).__name__}")
+        if not text.strip():
+            raise InvalidTextError(f"TEXT[{index}] is empty; send at least one non-whitespace character")
+        texts.append(text)
+    return texts
+
+
+def _pool_mean(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    summed = np.einsum("bsd,bs->bd", hidden, mask)
+    return summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+
+
+def _pool_mean_sqrt_len(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    summed = np.einsum("bsd,bs->bd", hidden, mask)
+    return summed / np.sqrt(np.maximum(mask.sum(axis=1, keepdims=True), 1e-9))
+
+
+def _pool_cls(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return hidden[:, 0, :]
+
+
+def _pool_max(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    masked = np.where(mask[:, :, None] > 0, hidden, np.float32(-1e9))
+    return masked.max(axis=1)
+
+
+_POOLERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "mean": _pool_mean,
+    "mean_sqrt_len": _pool_mean_sqrt_len,
+    "cls": _pool_cls,
+    "max": _pool_max,
+}
+
+
+def pool(hidden: np.ndarray, attention_mask: np.ndarray, mode: str, normalize: bool) -> np.ndarray:
+    """Reduce token embeddings [batch, seq, dim] to sentence embeddings [batch, dim] (float32)."""
+    mask = attention_mask.astype(np.float32)
+    pooled = _POOLERS[mode](hidden.astype(np.float32, copy=False), mask)
+    if normalize:
+        pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    return pooled.astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class EmbedderSettings:
+    """What the served model needs to know; it reaches the stub through config.pbtxt parameters."""
+
+    pooling: str = "mean"
+    normalize: bool = True
+    max_length: int = 256
+    pad_token: str = "[PAD]"
+    pad_token_id: int = 0
+    intra_op_threads: int = 1
+    allow_spinning: bool = False
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+    @classmethod
+    def from_parameters(cls, parameters: dict[str, str]) -> EmbedderSettings:
+        """Parse the string-valued parameters Triton hands to a python-backend model."""
+        pooling = parameters.get("pooling", "mean")
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"parameter 'pooling' must be one of {POOLING_MODES}, got {pooling!r}")
+        providers = tuple(p for p in parameters.get("providers", "CPUExecutionProvider").split(",") if p)
+        return cls(
+            pooling=pooling,
+            normalize=parameters.get("normalize", "true").lower() == "true",
+            max_length=int(parameters.get("max_length", "256")),
+            pad_token=parameters.get("pad_token", "[PAD]"),
+            pad_token_id=int(parameters.get("pad_token_id", "0")),
+            intra_op_threads=int(parameters.get("intra_op_threads", "1")),
+            allow_spinning=parameters.get("allow_spinning", "false").lower() == "true",
+            providers=providers,
+        )
+
+
+class TextEmbedder:
+    """Tokenize, run the ONNX encoder, pool: the whole served computation for one batch of texts."""
+
+    def __init__(self, onnx_path: str, tokenizer_path: str, settings: EmbedderSettings):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.settings = settings
+        self.tokenizer = Tokenizer.from_file(tokenizer_path)
+        self.tokenizer.enable_truncation(max_length=settings.max_length)
+        self.tokenizer.enable_padding(pad_id=settings.pad_token_id, pad_token=settings.pad_token)
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings.intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        spinning = "1" if settings.allow_spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+        available = set(ort.get_available_providers())
+        providers = [p for p in settings.providers if p in available] or ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(onnx_path, options, providers=providers)
+        self._input_names = {i.name for i in self.session.get_inputs()}
+        self._output_name = self.session.get_outputs()[0].name
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Return token embeddings [batch, seq, dim] and the attention mask [batch, seq]."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        feeds = {name: value for name, value in feeds.items() if name in self._input_names}
+        (hidden,) = self.session.run([self._output_name], feeds)
+        return hidden, mask
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Return float32 embeddings [len(texts), dim] in the order of `texts`."""
+        hidden, mask = self.encode(texts)
+        return pool(hidden, mask, self.settings.pooling, self.settings.normalize)
