@@ -1,0 +1,96 @@
+"""`trb build SOURCE`: a Hugging Face model becomes a verified Triton model repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from model_repo_builder.spec import DEVICE_KINDS, PRECISIONS
+
+
+@click.command("build")
+@click.argument("source", required=False)
+@click.option("--name", help="Model (and repository directory) name; default derived from SOURCE.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Directory that receives repos/<name> (default ./repos).",
+)
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Local weights for SOURCE (e.g. an alias whose weights you downloaded).",
+)
+@click.option(
+    "--precision", type=click.Choice(PRECISIONS), default=None, help="fp32 (default), fp16 or int8."
+)
+@click.option("--instances", type=int, default=None, help="Model instances sharing the device (default 1).")
+@click.option("--kind", type=click.Choice(DEVICE_KINDS), default=None, help="Instance kind (default cpu).")
+@click.option("--max-batch-size", type=int, default=None, help="Largest batch Triton forms (default 32).")
+@click.option(
+    "--max-queue-delay-us",
+    type=int,
+    default=None,
+    help="How long the batcher waits to fill a batch (default 1000).",
+)
+@click.option(
+    "--max-queue-size",
+    type=int,
+    default=None,
+    help="Requests allowed to wait; more are rejected with 503 (default 256).",
+)
+@click.option(
+    "--threads-per-instance",
+    type=int,
+    default=None,
+    help="ONNX Runtime threads per instance (default: cores / instances).",
+)
+@click.option("--max-length", type=int, default=None, help="Token limit; longer texts are truncated.")
+@click.option("--allow-pickle", is_flag=True, default=None, help="Allow loading pickle-based *.bin weights.")
+@click.option(
+    "--from",
+    "manifest",
+    type=click.Path(path_type=Path, exists=True),
+    help="Rebuild from a repository's trb.yaml (other options override it).",
+)
+def command(
+    source: str | None, manifest: Path | None, model_dir: Path | None, output: Path | None, **options: object
+) -> None:
+    """Convert, quantize and verify a model, then write a Triton repository atomically."""
+    from model_repo_builder.build import build, spec_from_manifest
+    from model_repo_builder.errors import SpecError
+    from model_repo_builder.spec import BuildSpec
+
+    given = {key: value for key, value in options.items() if value is not None}
+    if manifest is not None:
+        spec = spec_from_manifest(manifest, output=output)
+        spec = BuildSpec(**{**spec.__dict__, **given, **({"source": source} if source else {})})
+    elif source is None:
+        raise SpecError(
+            "`SOURCE` is required (a local directory, a Hub id or an alias such as all-minilm-l6-v2), "
+            "or pass `--from repos/<name>/trb.yaml`"
+        )
+    else:
+        spec = BuildSpec(source=source, **({"output": output} if output else {}), **given)  # type: ignore[arg-type]
+    with _progress(f"building {spec.source} ({spec.precision})"):
+        result = build(spec, model_dir=model_dir)
+    verification = result.manifest.verification
+    click.echo(f"built {result.repository}")
+    click.echo(
+        f"  model {result.name}: {result.manifest.task}, {spec.precision}, {spec.instances} instance(s), "
+        f"max batch {spec.max_batch_size}"
+    )
+    click.echo(
+        f"  verified against the source on {verification['texts']} texts: "
+        f"min cosine {verification['min_cosine']}, mean {verification['mean_cosine']}"
+    )
+    click.echo(f"  next: trb launch {result.repository}")
+
+
+def _progress(message: str):  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True).status(message)

@@ -1,0 +1,116 @@
+"""`trb launch REPO`: serve a repository with tritonserver until Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from model_repo_builder.runtime.server import TritonServer
+
+
+@click.command("launch")
+@click.argument("repository", type=click.Path(path_type=Path))
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind; use 0.0.0.0 to accept connections from other machines.",
+)
+@click.option("--http-port", type=int, default=8000, show_default=True)
+@click.option("--grpc-port", type=int, default=8001, show_default=True)
+@click.option("--metrics-port", type=int, default=8002, show_default=True)
+@click.option(
+    "--startup-timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for readiness."
+)
+@click.option(
+    "--exit-timeout",
+    type=int,
+    default=30,
+    show_default=True,
+    help="Seconds in-flight requests get to finish on shutdown.",
+)
+@click.option(
+    "--docker", is_flag=True, help="Run the NGC container instead (prints the command without an engine)."
+)
+@click.option(
+    "--image", default=None, help="Container image for --docker (default: trb's image, see Dockerfile)."
+)
+@click.option("--gpus", is_flag=True, help="With --docker: pass all GPUs to the container.")
+def command(
+    repository: Path,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    startup_timeout: float,
+    exit_timeout: int,
+    docker: bool,
+    image: str | None,
+    gpus: bool,
+) -> None:
+    """Start tritonserver on REPOSITORY, wait for every model, print the endpoints."""
+    from model_repo_builder.errors import ToolNotFoundError
+    from model_repo_builder.runtime.server import TritonServer, repository_models
+    from model_repo_builder.spec import LaunchSpec
+
+    spec = LaunchSpec(
+        repository=repository,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        startup_timeout_s=startup_timeout,
+        exit_timeout_s=exit_timeout,
+    )
+    if docker:
+        from model_repo_builder.runtime.docker import DEFAULT_IMAGE, docker_command, docker_unavailable_reason
+
+        repository_models(spec.repository)
+        command_line = docker_command(spec, image or DEFAULT_IMAGE, gpus=gpus)
+        click.echo(shlex.join(command_line))
+        reason = docker_unavailable_reason()
+        if reason:
+            raise ToolNotFoundError(
+                f"cannot run the container here: {reason}; run the command above on a machine "
+                "with Docker (build the image first: `docker build -t trb-triton:24.10 .`)"
+            )
+        import subprocess
+
+        raise SystemExit(subprocess.call(command_line))
+
+    server = TritonServer(spec)
+    stop_requested: list[int] = []
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop_requested.append(signum)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with server:
+            click.echo(f"serving {', '.join(server.models)} from {repository}")
+            click.echo(f"  HTTP     http://{server.http_url}/v2/models/{server.models[0]}/infer")
+            click.echo(f"  gRPC     {server.grpc_url}")
+            click.echo(f"  metrics  {server.metrics_url}")
+            click.echo(f"  log      {server.log_path}")
+            click.echo("Ctrl-C stops the server; in-flight requests finish first.")
+            _wait(server, stop_requested)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _wait(server: TritonServer, stop_requested: list[int]) -> None:
+    from model_repo_builder.errors import ServerError
+
+    while not stop_requested:
+        if not server.is_alive():
+            raise ServerError(f"tritonserver stopped unexpectedly; see its log at {server.log_path}")
+        time.sleep(0.5)
+    click.echo("stopping: waiting for in-flight requests")

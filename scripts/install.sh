@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install trb into ./.venv with everything its binaries need, on Debian or Ubuntu.
+#
+# System part (apt): libb64-0d for perf_analyzer, the shared libpython the Triton python-backend
+# stub links against, and venv support. Python part (pip): the pinned set in pyproject.toml,
+# including tritonserver (nvidia-pytriton), perf_analyzer (tritonclient[all]) and the CUDA runtime
+# library perf_analyzer loads. trb finds the binaries and sets LD_LIBRARY_PATH itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+py_version="$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+case "$py_version" in
+  3.10|3.11|3.12) ;;
+  *) echo "trb needs Python 3.10-3.12 (the Triton python-backend stubs), found $py_version" >&2; exit 1 ;;
+esac
+
+sudo_cmd=()
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+
+missing=()
+dpkg -s libb64-0d >/dev/null 2>&1 || missing+=(libb64-0d)
+ldconfig -p | grep -q "libpython${py_version}\.so" || missing+=("libpython${py_version}")
+"$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=("python${py_version}-venv")
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing system packages: ${missing[*]}"
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+.venv/bin/trb doctor
