@@ -35,6 +35,7 @@ def embed_texts(
         import tritonclient.http as client_module  # type: ignore[no-redef]
     from tritonclient.utils import InferenceServerException
 
+    client = None
     try:
         client = client_module.InferenceServerClient(url)
         request = client_module.InferInput(INPUT_NAME, list(batch.shape), "BYTES")
@@ -46,6 +47,10 @@ def embed_texts(
         raise InferenceError(
             f"cannot reach a Triton server at {url} ({error}); is `trb launch` running?"
         ) from None
+    finally:
+        # An idle keep-alive connection makes tritonserver wait out its whole exit timeout on shutdown.
+        if client is not None:
+            client.close()
     embeddings = result.as_numpy(OUTPUT_NAME)
     if embeddings is None:
         raise InferenceError(f"{model} at {url} answered without an {OUTPUT_NAME} output")

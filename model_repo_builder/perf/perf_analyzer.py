@@ -105,10 +105,10 @@ class PerfRun:
             raise SpecError("give exactly one of `concurrency` and `request_rate`")
         if self.concurrency is not None:
             _require_int_at_least("concurrency", self.concurrency, 1)
-        if self.request_rate is not None and not (
-            math.isfinite(self.request_rate) and self.request_rate > 0
-        ):
-            raise SpecError(f"`request_rate` must be a positive number of requests/s, got {self.request_rate!r}")
+        if self.request_rate is not None and not (math.isfinite(self.request_rate) and self.request_rate > 0):
+            raise SpecError(
+                f"`request_rate` must be a positive number of requests/s, got {self.request_rate!r}"
+            )
         if self.measurement_mode not in MEASUREMENT_MODES:
             raise SpecError(
                 f"`measurement_mode` must be one of {', '.join(MEASUREMENT_MODES)}; "
@@ -296,7 +296,9 @@ def parse_csv_report(text: str) -> list[ReportedLevel]:
     return levels
 
 
-def parse_profile_export(export: Mapping[str, Any], windows: int = STABILITY_WINDOWS) -> list[RequestLatencies]:
+def parse_profile_export(
+    export: Mapping[str, Any], windows: int = STABILITY_WINDOWS
+) -> list[RequestLatencies]:
     """Latencies of the requests perf_analyzer measured, per load level, from its profile export.
 
     A request counts when its last response arrived within the last `windows` measurement
@@ -376,7 +378,9 @@ def run_perf_analyzer(run: PerfRun, workdir: Path) -> PerfResult:
             "shorten the measurement or raise the timeout"
         ) from None
     except OSError as error:
-        raise ToolNotFoundError(f"perf_analyzer could not be started ({installation.binary}): {error}") from None
+        raise ToolNotFoundError(
+            f"perf_analyzer could not be started ({installation.binary}): {error}"
+        ) from None
     (workdir / "perf_analyzer.log").write_text(completed.stdout + completed.stderr, encoding="utf-8")
     if completed.returncode != 0:
         reason = failure_reason(completed.stderr, completed.stdout)
@@ -401,7 +405,9 @@ def read_results(run: PerfRun, workdir: Path, command: tuple[str, ...] = ()) -> 
     try:
         export = json.loads(export_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise InferenceError(f"perf_analyzer's profile export {export_path} is not valid JSON: {error}") from None
+        raise InferenceError(
+            f"perf_analyzer's profile export {export_path} is not valid JSON: {error}"
+        ) from None
     exported = parse_profile_export(export)
     if len(reported) != 1 or len(exported) != 1:
         raise InferenceError(

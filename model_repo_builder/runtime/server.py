@@ -24,6 +24,8 @@ from types import TracebackType
 
 from model_repo_builder.errors import PortInUseError, RepositoryError, ServerError
 from model_repo_builder.repository import config as model_config
+from model_repo_builder.repository.manifest import MANIFEST_NAME, read_manifest
+from model_repo_builder.repository.writer import file_hashes
 from model_repo_builder.runtime.tools import find_tritonserver
 from model_repo_builder.spec import LaunchSpec
 
@@ -64,6 +66,26 @@ def check_port_free(host: str, port: int, flag: str) -> None:
                 f"port {port} on {host} is not available ({error.strerror}); "
                 f"stop whatever uses it or choose another with `{flag}`"
             ) from None
+
+
+def _without_traceback(reason: str) -> str:
+    """Drop the stub traceback ("At: ...") the python backend appends to load errors."""
+    return reason.replace("\\n", "\n").split("At:", 1)[0].strip().strip('"').strip()
+
+
+def check_repository_files(repository: Path) -> None:
+    """Compare files with the hashes `trb build` recorded; raise `RepositoryError` on any change."""
+    if not (repository / MANIFEST_NAME).is_file():
+        return
+    recorded = read_manifest(repository).files
+    actual = file_hashes(repository, exclude=(MANIFEST_NAME,))
+    changed = sorted(path for path, digest in recorded.items() if actual.get(path) != digest)
+    if changed:
+        raise RepositoryError(
+            f"{repository} differs from what `trb build` wrote "
+            f"({', '.join(changed[:5])} changed or missing); "
+            "rebuild it with `trb build --from` its trb.yaml"
+        )
 
 
 def _die_with_parent() -> None:
@@ -141,6 +163,7 @@ class TritonServer:
         if self.is_alive():
             raise ServerError("this server is already running")
         self.models = repository_models(self.spec.repository)
+        check_repository_files(self.spec.repository)
         for flag, port in (
             ("--http-port", self.spec.http_port),
             ("--grpc-port", self.spec.grpc_port),
@@ -177,11 +200,11 @@ class TritonServer:
     def _failure_reason(self) -> str:
         logs = self.logs()
         reasons = [
-            f"model '{m.group(1)}': {m.group(2).strip().strip(chr(34))}" for m in _LOAD_FAILURE.finditer(logs)
+            f"model '{m.group(1)}': {_without_traceback(m.group(2))}" for m in _LOAD_FAILURE.finditer(logs)
         ]
         reasons += [m.group(0).strip() for m in _BIND_FAILURE.finditer(logs)]
         if reasons:
-            return "; ".join(dict.fromkeys(r.replace("\\n", " ") for r in reasons))
+            return "; ".join(dict.fromkeys(reasons))
         tail = logs.strip().splitlines()[-5:]
         return " | ".join(tail) if tail else "no output"
 

@@ -1,0 +1,108 @@
+"""Shared fixtures: the default model built once per session in fp32 and int8, and a server for each.
+
+Builds take ~20 s and a server start a few seconds, so every integration test shares them. Unit tests
+use none of these fixtures and never trigger a build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from model_repo_builder.build import BuildResult, build
+from model_repo_builder.runtime.server import TritonServer
+from model_repo_builder.spec import BuildSpec, LaunchSpec
+
+DEFAULT_SOURCE = "minilm"
+EMBEDDING_DIMENSION = 384
+
+
+@dataclass(frozen=True)
+class BuiltRepository:
+    """A repository built by a session fixture, with the spec it was built from."""
+
+    spec: BuildSpec
+    result: BuildResult
+
+    @property
+    def name(self) -> str:
+        return self.result.name
+
+    @property
+    def repository(self) -> Path:
+        """The directory tritonserver is pointed at (holds `<name>/`, trb.yaml, README.md)."""
+        return self.result.repository
+
+    @property
+    def model_dir(self) -> Path:
+        return self.result.repository / self.result.name
+
+
+def free_ports(count: int = 1, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports the OS reports free; all sockets stay bound until every port is picked."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """One port the OS reports free."""
+    return free_ports(1, host)[0]
+
+
+def launch_spec(repository: Path, **overrides: object) -> LaunchSpec:
+    """A LaunchSpec on fresh free ports."""
+    http_port, grpc_port, metrics_port = free_ports(3)
+    return LaunchSpec(
+        repository=repository,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+@contextlib.contextmanager
+def running_server(repository: Path) -> Iterator[TritonServer]:
+    """Start tritonserver on `repository`, wait until ready, stop it afterwards."""
+    with TritonServer(launch_spec(repository)) as server:
+        yield server
+
+
+def _build_default(tmp_path_factory: pytest.TempPathFactory, precision: str) -> BuiltRepository:
+    output = tmp_path_factory.mktemp(f"repos-{precision}")
+    spec = BuildSpec(source=DEFAULT_SOURCE, output=output, precision=precision, name=f"minilm-{precision}")
+    return BuiltRepository(spec=spec, result=build(spec))
+
+
+@pytest.fixture(scope="session")
+def fp32_repo(tmp_path_factory: pytest.TempPathFactory) -> BuiltRepository:
+    """The default model (all-MiniLM-L6-v2 from its pip package) built in fp32, once per session."""
+    return _build_default(tmp_path_factory, "fp32")
+
+
+@pytest.fixture(scope="session")
+def int8_repo(tmp_path_factory: pytest.TempPathFactory) -> BuiltRepository:
+    """The default model built in int8, once per session."""
+    return _build_default(tmp_path_factory, "int8")
+
+
+@pytest.fixture(scope="session")
+def fp32_server(fp32_repo: BuiltRepository) -> Iterator[TritonServer]:
+    """tritonserver serving the fp32 repository for the whole session."""
+    with running_server(fp32_repo.repository) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def int8_server(int8_repo: BuiltRepository) -> Iterator[TritonServer]:
+    """tritonserver serving the int8 repository for the whole session."""
+    with running_server(int8_repo.repository) as server:
+        yield server
