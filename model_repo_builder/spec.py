@@ -134,3 +134,81 @@ class LaunchSpec:
         if self.startup_timeout_s <= 0:
             raise SpecError(f"`--startup-timeout` must be > 0 seconds, got {self.startup_timeout_s}")
         _require_int_at_least("--exit-timeout", self.exit_timeout_s, 0)
+
+
+PROFILE_KINDS = ("ramp", "interval", "soak", "stress")
+SEARCH_STRATEGIES = ("coordinate", "grid")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepSpec:
+    """What `trb sweep` measures, against which server, and what it plans for."""
+
+    repository: Path | None = None
+    url: str | None = None
+    model: str | None = None
+    output: Path | None = None
+    concurrency: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    request_rates: tuple[float, ...] = ()
+    slo: str | None = None
+    target_qps: float | None = None
+    cost_per_hour: float | None = None
+    headroom: float = 0.2
+    search: bool = False
+    search_strategy: str = "coordinate"
+    search_instances: tuple[int, ...] = (1, 2)
+    search_max_batch_sizes: tuple[int, ...] = (8, 32)
+    search_queue_delays_us: tuple[int, ...] = (0, 2000)
+    profiles: tuple[str, ...] = ()
+    profile_duration_s: float = 30.0
+    prompts: Path | None = None
+    protocol: str = "grpc"
+    measurement_interval_ms: int = 1000
+    budget_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.repository is None) == (self.url is None):
+            raise SpecError("give a repository to launch, or `--url` of a running server (not both)")
+        if self.url is not None and not self.model:
+            raise SpecError("`--model` is required with `--url` (the name of the served model)")
+        if self.repository is not None:
+            object.__setattr__(self, "repository", Path(self.repository))
+        if self.search and self.repository is None:
+            raise SpecError("`--search` needs a repository: it relaunches the model with each configuration")
+        if not self.concurrency and not self.request_rates:
+            raise SpecError("give at least one `--concurrency` or `--request-rate` level")
+        for level in self.concurrency:
+            _require_int_at_least("--concurrency", level, 1)
+        for rate in self.request_rates:
+            if not rate > 0:
+                raise SpecError(f"`--request-rate` must be > 0 requests/s, got {rate!r}")
+        for flag, values in (
+            ("--search-instances", self.search_instances),
+            ("--search-max-batch-sizes", self.search_max_batch_sizes),
+        ):
+            for value in values:
+                _require_int_at_least(flag, value, 1)
+        for delay in self.search_queue_delays_us:
+            _require_int_at_least("--search-queue-delays-us", delay, 0)
+        unknown = sorted(set(self.profiles) - set(PROFILE_KINDS))
+        if unknown:
+            raise SpecError(f"`--profile` must be among {', '.join(PROFILE_KINDS)}; got {', '.join(unknown)}")
+        if self.search_strategy not in SEARCH_STRATEGIES:
+            raise SpecError(
+                f"search strategy must be one of {', '.join(SEARCH_STRATEGIES)}, got {self.search_strategy!r}"
+            )
+        if not self.profile_duration_s >= 3:
+            raise SpecError(f"`--profile-duration` must be ≥ 3 seconds, got {self.profile_duration_s!r}")
+        if self.protocol not in ("grpc", "http"):
+            raise SpecError(f"`--protocol` must be grpc or http, got {self.protocol!r}")
+        if not 0 <= self.headroom < 1:
+            raise SpecError(f"`--headroom` must be in [0, 1), got {self.headroom!r}")
+        if self.target_qps is not None and not self.target_qps > 0:
+            raise SpecError(f"`--target-qps` must be > 0, got {self.target_qps!r}")
+        if self.cost_per_hour is not None and not self.cost_per_hour >= 0:
+            raise SpecError(f"`--cost-per-hour` must be ≥ 0, got {self.cost_per_hour!r}")
+        _require_int_at_least("--interval-ms", self.measurement_interval_ms, 100)
+        if self.budget_s is not None and not self.budget_s > 0:
+            raise SpecError(f"`--budget` must be > 0 seconds, got {self.budget_s!r}")
+        if self.prompts is not None:
+            object.__setattr__(self, "prompts", Path(self.prompts))

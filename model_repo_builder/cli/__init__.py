@@ -40,9 +40,9 @@ def main(verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from model_repo_builder.cli import build, demo, doctor, infer, launch
+    from model_repo_builder.cli import build, demo, doctor, infer, launch, sweep
 
-    for module in (build, launch, infer, doctor, demo):
+    for module in (build, launch, infer, sweep, doctor, demo):
         main.add_command(module.command)
 
 

@@ -126,6 +126,11 @@ class TritonServer:
         return f"http://{self.client_host}:{self.spec.metrics_port}/metrics"
 
     @property
+    def pid(self) -> int | None:
+        """Process id of the running server."""
+        return self._process.pid if self.is_alive() and self._process is not None else None
+
+    @property
     def log_path(self) -> Path | None:
         """File holding the server's stdout and stderr."""
         return self._log_path

@@ -1,0 +1,539 @@
+"""`trb sweep`: measure a served repository with perf_analyzer, search configs, plan capacity.
+
+The flow: serve the repository (or use `--url`), measure latency/throughput curves with the real
+perf_analyzer, optionally search scheduling settings, analyse (knee, capacity at the SLO, replicas,
+cost), run load profiles on the best setting, and write results.json, levels.csv, PNGs and
+report.html into the run folder. Whatever was measured before a failure is written all the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model_repo_builder import __version__
+from model_repo_builder.errors import InferenceError, SpecError, TrbError
+from model_repo_builder.perf import analysis, metrics
+from model_repo_builder.perf.perf_analyzer import (
+    EXPORT_NAME,
+    PerfResult,
+    PerfRun,
+    UnstableMeasurementError,
+    parse_profile_export,
+    run_perf_analyzer,
+    write_text_input_data,
+)
+from model_repo_builder.perf.report import write_report
+from model_repo_builder.repository import config as model_config
+from model_repo_builder.repository.manifest import read_manifest
+from model_repo_builder.repository.variants import Scheduling, make_variant
+from model_repo_builder.runtime.server import TritonServer
+from model_repo_builder.spec import LaunchSpec, SweepSpec
+
+LOGGER = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+DEFAULT_PROMPTS = (
+    "A man is eating food while reading the morning newspaper at the kitchen table.",
+    "How many replicas does the service need to handle five hundred queries per second?",
+    "The quarterly report shows revenue growth in every region except the northern one.",
+    "Please summarize the main findings of the attached clinical study in two sentences.",
+    "Triton groups concurrent requests into batches so the accelerator stays busy.",
+    "The train to Berlin was delayed by forty minutes because of a signal failure.",
+    "Which of these three laptops has the longest battery life under heavy load?",
+    "Our support team answers most customer questions within one business day.",
+)
+
+
+class SweepError(TrbError):
+    """The sweep ran but its result needs the user's attention (e.g. no config meets the SLO)."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepOutcome:
+    """Where the run folder is and what it holds."""
+
+    folder: Path
+    results: dict[str, Any]
+
+
+class Budget:
+    """Wall-clock budget for a whole sweep; None means unbounded."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.started = time.monotonic()
+
+    def spent(self) -> float:
+        """Seconds used so far."""
+        return time.monotonic() - self.started
+
+    def exhausted(self) -> bool:
+        """Whether no time is left."""
+        return self.seconds is not None and self.spent() >= self.seconds
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """A served model perf_analyzer can reach."""
+
+    model: str
+    url: str
+    input_name: str | None
+    metrics_url: str | None
+    server: TritonServer | None
+
+
+def load_prompts(path: Path | None) -> list[str]:
+    """Prompts from a file (one per line) or the built-in set; an empty file is an error."""
+    if path is None:
+        return list(DEFAULT_PROMPTS)
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"`--prompts` {path} cannot be read as UTF-8 text: {error}") from None
+    prompts = [line for line in lines if line]
+    if not prompts:
+        raise SpecError(f"`--prompts` {path} holds no non-empty line")
+    return prompts
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _string_input(repository: Path, model: str) -> str | None:
+    config = model_config.parse((repository / model / "config.pbtxt").read_text(encoding="utf-8"))
+    return next(
+        (i.name for i in config.input if i.data_type == model_config.model_config_pb2.TYPE_STRING), None
+    )
+
+
+@contextlib.contextmanager
+def serve(spec: SweepSpec, repository: Path | None) -> Iterator[Target]:
+    """Launch `repository` on free loopback ports, or point at `spec.url`."""
+    if repository is None:
+        assert spec.url is not None and spec.model is not None  # guaranteed by SweepSpec validation
+        yield Target(
+            model=spec.model,
+            url=spec.url,
+            input_name=_remote_string_input(spec),
+            metrics_url=None,
+            server=None,
+        )
+        return
+    model = read_manifest(repository).name
+    launch = LaunchSpec(
+        repository=repository, http_port=_free_port(), grpc_port=_free_port(), metrics_port=_free_port()
+    )
+    with TritonServer(launch) as server:
+        url = server.grpc_url if spec.protocol == "grpc" else server.http_url
+        yield Target(
+            model=model,
+            url=url,
+            input_name=_string_input(repository, model),
+            metrics_url=server.metrics_url,
+            server=server,
+        )
+
+
+def _remote_string_input(spec: SweepSpec) -> str | None:
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        if spec.protocol == "grpc":
+            client = grpcclient.InferenceServerClient(spec.url)
+            inputs = client.get_model_config(spec.model, as_json=True)["config"].get("input", [])
+        else:
+            client = httpclient.InferenceServerClient(spec.url)
+            inputs = client.get_model_config(spec.model).get("input", [])
+        client.close()
+    except InferenceServerException as error:
+        raise InferenceError(
+            f"cannot read the config of {spec.model} at {spec.url}: {error.message()}"
+        ) from None
+    return next((i["name"] for i in inputs if i.get("data_type") == "TYPE_STRING"), None)
+
+
+def _level(result: PerfResult, mode: str, workdir: Path) -> dict[str, Any]:
+    measurement = result.measurement
+    export = json.loads((workdir / EXPORT_NAME).read_text(encoding="utf-8"))
+    latencies = parse_profile_export(export)[0].latencies_us
+    return {
+        "mode": mode,
+        **dataclasses.asdict(measurement),
+        "reported": dataclasses.asdict(result.reported),
+        "breakdown": dataclasses.asdict(result.breakdown),
+        "requests": len(latencies),
+        "latencies_ms": [round(value / 1000, 3) for value in latencies],
+    }
+
+
+class Sweeper:
+    """Runs every measurement of one sweep and keeps what it measured."""
+
+    def __init__(self, spec: SweepSpec, folder: Path, progress: Progress | None = None):
+        self.spec = spec
+        self.folder = folder
+        self.progress = progress or (lambda message, fraction: None)
+        self.budget = Budget(spec.budget_s)
+        self.slo = analysis.parse_slo(spec.slo) if spec.slo else None
+        self.prompts = load_prompts(spec.prompts)
+        self.measurements = 0
+
+    def _input_file(self, target: Target) -> Path | None:
+        if target.input_name is None:
+            return None
+        return write_text_input_data(self.folder / "raw" / "input_data.json", target.input_name, self.prompts)
+
+    def measure(
+        self,
+        target: Target,
+        mode: str,
+        load: float,
+        label: str,
+        interval_ms: int | None = None,
+        stability: float = 15.0,
+        trials: int = 6,
+    ) -> dict[str, Any]:
+        """One perf_analyzer level; an unstable measurement is retried once with a looser bound."""
+        workdir = self.folder / "raw" / f"{label}-{mode}-{load:g}"
+        settings = {"concurrency": int(load)} if mode == "concurrency" else {"request_rate": load}
+        run = PerfRun(
+            model=target.model,
+            url=target.url,
+            protocol=self.spec.protocol,
+            input_data=self._input_file(target),
+            measurement_interval_ms=interval_ms or self.spec.measurement_interval_ms,
+            stability_percentage=stability,
+            max_trials=trials,
+            **settings,
+        )  # type: ignore[arg-type]
+        self.measurements += 1
+        try:
+            result = run_perf_analyzer(run, workdir)
+        except UnstableMeasurementError:
+            LOGGER.info("%s %s %g unstable; measuring again with a 50%% stability bound", label, mode, load)
+            result = run_perf_analyzer(dataclasses.replace(run, stability_percentage=50.0), workdir)
+        return _level(result, mode, workdir)
+
+    def curve(self, target: Target, mode: str, loads: tuple[float, ...], label: str) -> list[dict[str, Any]]:
+        """Measure increasing loads; stop past the SLO, past saturation, or when the budget is spent."""
+        levels: list[dict[str, Any]] = []
+        best_throughput, declines = 0.0, 0
+        for index, load in enumerate(sorted(loads)):
+            if self.budget.exhausted():
+                LOGGER.warning("budget spent: %s stops before %s %g", label, mode, load)
+                break
+            self.progress(f"{label}: {mode} {load:g} ({index + 1}/{len(loads)})", self._fraction())
+            try:
+                level = self.measure(target, mode, load, label)
+            except InferenceError as error:
+                levels.append(
+                    {
+                        "mode": mode,
+                        "load": float(load),
+                        "error": str(error),
+                        "throughput_rps": 0.0,
+                        "p50_ms": None,
+                        "p90_ms": None,
+                        "p95_ms": None,
+                        "p99_ms": None,
+                        "avg_ms": None,
+                        "errors": 1,
+                    }
+                )
+                LOGGER.warning("%s", error)
+                break
+            levels.append(level)
+            if self.slo and level[self.slo.metric] > self.slo.latency_ms * 1.5:
+                break
+            declines = declines + 1 if level["throughput_rps"] < 0.95 * best_throughput else 0
+            best_throughput = max(best_throughput, level["throughput_rps"])
+            if declines >= 2:
+                break
+        return levels
+
+    def _fraction(self) -> float:
+        if self.spec.budget_s:
+            return min(1.0, self.budget.spent() / self.spec.budget_s)
+        return 0.0
+
+    def analyse(self, name: str, settings: dict[str, Any], levels: list[dict[str, Any]]) -> dict[str, Any]:
+        """Knee and SLO capacity of one configuration's concurrency curve."""
+        points = [
+            analysis.Measurement(**{k: level[k] for k in _MEASUREMENT_FIELDS})
+            for level in levels
+            if level["mode"] == "concurrency" and "error" not in level
+        ]
+        entry: dict[str, Any] = {
+            "name": name,
+            "settings": settings,
+            "levels": levels,
+            "knee": None,
+            "capacity": None,
+        }
+        if points:
+            knee = analysis.find_knee(points)
+            entry["knee"] = {
+                "found": knee.found,
+                "reason": knee.reason,
+                "load": knee.point.load,
+                "throughput_rps": knee.point.throughput_rps,
+                "p99_ms": knee.point.p99_ms,
+            }
+            if self.slo:
+                capacity = analysis.capacity_at_slo(points, self.slo)
+                entry["capacity"] = {
+                    "met": capacity.met,
+                    "reason": capacity.reason,
+                    "throughput_rps": capacity.throughput_rps,
+                    "load": capacity.point.load if capacity.point else None,
+                }
+            else:
+                entry["capacity"] = {
+                    "met": True,
+                    "reason": "no SLO: capacity is the knee",
+                    "throughput_rps": knee.point.throughput_rps,
+                    "load": knee.point.load,
+                }
+        return entry
+
+    def measure_config(self, repository: Path | None, scheduling: Scheduling | None) -> dict[str, Any]:
+        """Serve one configuration and measure its concurrency (and request-rate) curves."""
+        name = scheduling.name if scheduling else "as-built"
+        served = repository
+        if repository is not None and scheduling is not None:
+            served = make_variant(repository, self.folder / "variants" / name, scheduling)
+        with serve(self.spec, served) as target:
+            before = metrics.scrape(target.metrics_url) if target.metrics_url else {}
+            levels = self.curve(target, "concurrency", tuple(map(float, self.spec.concurrency)), name)
+            if self.spec.request_rates:
+                levels += self.curve(target, "request_rate", self.spec.request_rates, name)
+            after = metrics.scrape(target.metrics_url) if target.metrics_url else {}
+        entry = self.analyse(name, dataclasses.asdict(scheduling) if scheduling else {}, levels)
+        entry["server_metrics"] = {
+            key: after[key] - before.get(key, 0.0)
+            if "duration" in key or "count" in key or "request" in key
+            else after[key]
+            for key in after
+        }
+        return entry
+
+
+_MEASUREMENT_FIELDS = ("load", "throughput_rps", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms")
+
+
+def _score(entry: dict[str, Any]) -> float:
+    capacity = entry.get("capacity") or {}
+    return float(capacity.get("throughput_rps") or 0.0) if capacity.get("met") else 0.0
+
+
+def search(sweeper: Sweeper, repository: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Find the best scheduling under the SLO: coordinate descent over the grid, or the full grid.
+
+    Coordinate descent changes one setting at a time from the current best and keeps a change only
+    if capacity improves, until a full pass changes nothing; on smooth spaces it reaches the grid's
+    best with a fraction of the configurations.
+    """
+    spec = sweeper.spec
+    axes = {
+        "instances": spec.search_instances,
+        "max_batch_size": spec.search_max_batch_sizes,
+        "max_queue_delay_us": spec.search_queue_delays_us,
+    }
+    grid_size = (
+        len(spec.search_instances) * len(spec.search_max_batch_sizes) * len(spec.search_queue_delays_us)
+    )
+    measured: dict[Scheduling, dict[str, Any]] = {}
+
+    def evaluate(candidate: Scheduling) -> dict[str, Any]:
+        if candidate not in measured:
+            measured[candidate] = sweeper.measure_config(repository, candidate)
+        return measured[candidate]
+
+    if spec.search_strategy == "grid":
+        for instances in axes["instances"]:
+            for batch in axes["max_batch_size"]:
+                for delay in axes["max_queue_delay_us"]:
+                    if not sweeper.budget.exhausted():
+                        evaluate(
+                            Scheduling(instances=instances, max_batch_size=batch, max_queue_delay_us=delay)
+                        )
+    else:
+        current = Scheduling(
+            instances=axes["instances"][0],
+            max_batch_size=axes["max_batch_size"][-1],
+            max_queue_delay_us=axes["max_queue_delay_us"][0],
+        )
+        best = _score(evaluate(current))
+        improved = True
+        while improved and not sweeper.budget.exhausted():
+            improved = False
+            for axis, values in axes.items():
+                for value in values:
+                    candidate = dataclasses.replace(current, **{axis: value})
+                    if candidate in measured or sweeper.budget.exhausted():
+                        continue
+                    score = _score(evaluate(candidate))
+                    if score > best:
+                        best, current, improved = score, candidate, True
+    configs = list(measured.values())
+    summary = {
+        "strategy": spec.search_strategy,
+        "configurations_measured": len(configs),
+        "grid_size": grid_size,
+        "perf_analyzer_runs": sweeper.measurements,
+    }
+    return configs, summary
+
+
+def _plan(sweeper: Sweeper, results: dict[str, Any], best: dict[str, Any]) -> None:
+    spec = sweeper.spec
+    capacity = best.get("capacity") or {}
+    throughput = float(capacity.get("throughput_rps") or 0.0)
+    if not capacity.get("met") or throughput <= 0:
+        results["summary"] = (
+            f"No configuration met {sweeper.slo.describe() if sweeper.slo else 'the objective'}: "
+            f"{capacity.get('reason', 'nothing was measured')}."
+        )
+        return
+    plan = analysis.replicas_needed(spec.target_qps, throughput, spec.headroom) if spec.target_qps else None
+    cost = (
+        analysis.cost_per_million(spec.cost_per_hour, throughput) if spec.cost_per_hour is not None else None
+    )
+    if plan:
+        results["plan"] = dataclasses.asdict(plan)
+    if cost is not None:
+        results["cost_per_million_usd"] = cost
+    if sweeper.slo:
+        point = analysis.Measurement(
+            load=capacity["load"], throughput_rps=throughput, p50_ms=0, p90_ms=0, p95_ms=0, p99_ms=0, avg_ms=0
+        )
+        result = analysis.CapacityResult(slo=sweeper.slo, met=True, point=point, reason=capacity["reason"])
+        results["summary"] = analysis.summary_sentence(result, plan, cost)
+    else:
+        results["summary"] = (
+            f"One replica ({best['name']}) reaches its knee at {throughput:.0f} req/s"
+            + (f"; {plan.target_qps:g} req/s needs {plan.replicas} replicas" if plan else "")
+            + (f", costing ${cost:.2f} per million inferences" if cost is not None else "")
+            + "."
+        )
+
+
+def _histogram(best: dict[str, Any]) -> dict[str, Any] | None:
+    levels = [level for level in best["levels"] if level.get("latencies_ms")]
+    if not levels:
+        return None
+    load = (best.get("capacity") or {}).get("load")
+    chosen = next((level for level in levels if level["load"] == load), levels[-1])
+    return {"config": best["name"], "load": chosen["load"], "latencies_ms": chosen["latencies_ms"]}
+
+
+def _profiles(sweeper: Sweeper, repository: Path | None, best: dict[str, Any]) -> list[dict[str, Any]]:
+    from model_repo_builder.perf import profiles
+
+    spec = sweeper.spec
+    users = max(spec.concurrency)
+    knee_load = int((best.get("knee") or {}).get("load") or max(1, users // 2))
+    served = repository
+    if repository is not None and best["settings"]:
+        served = sweeper.folder / "variants" / best["name"]
+    done = []
+    with serve(spec, served) as target:
+        for kind in spec.profiles:
+            if sweeper.budget.exhausted():
+                break
+            sweeper.progress(f"profile {kind}", sweeper._fraction())
+            if kind == "ramp":
+                done.append(profiles.ramp(sweeper, target, users, spec.profile_duration_s))
+            elif kind == "interval":
+                done.append(
+                    profiles.fixed_interval(
+                        sweeper, target, max(0.2, spec.profile_duration_s / 20), spec.profile_duration_s
+                    )
+                )
+            elif kind == "soak":
+                done.append(profiles.soak(sweeper, target, knee_load, spec.profile_duration_s))
+            else:
+                queue = _queue_size(served, target.model)
+                done.append(
+                    profiles.stress(
+                        sweeper, target, max(4 * users, queue + 4 * users), min(spec.profile_duration_s, 20.0)
+                    )
+                )
+    return done
+
+
+def _queue_size(repository: Path | None, model: str) -> int:
+    if repository is None:
+        return 0
+    config = model_config.parse((repository / model / "config.pbtxt").read_text(encoding="utf-8"))
+    return int(config.dynamic_batching.default_queue_policy.max_queue_size)
+
+
+def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome:
+    """Measure, analyse and report; results measured before a failure are written all the same."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    model = read_manifest(spec.repository).name if spec.repository else str(spec.model)
+    folder = spec.output or Path("runs") / f"{stamp}-{model}"
+    folder.mkdir(parents=True, exist_ok=True)
+    sweeper = Sweeper(spec, folder, progress)
+    results: dict[str, Any] = {
+        "trb_version": __version__,
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": model,
+        "target": {
+            "repository": str(spec.repository) if spec.repository else None,
+            "url": spec.url,
+            "protocol": spec.protocol,
+        },
+        "slo": dataclasses.asdict(sweeper.slo) if sweeper.slo else None,
+        "options": {
+            key: str(value) if isinstance(value, Path) else value
+            for key, value in dataclasses.asdict(spec).items()
+        },
+        "configs": [],
+        "profiles": [],
+        "errors": [],
+    }
+    try:
+        if spec.search:
+            assert spec.repository is not None  # SweepSpec requires a repository for --search
+            results["configs"], results["search"] = search(sweeper, spec.repository)
+        else:
+            results["configs"] = [sweeper.measure_config(spec.repository, None)]
+        best = max(results["configs"], key=_score) if results["configs"] else None
+        if best is not None:
+            results["best_config"] = best["name"]
+            results["histogram"] = _histogram(best)
+            _plan(sweeper, results, best)
+            if spec.profiles:
+                results["profiles"] = _profiles(sweeper, spec.repository, best)
+    except TrbError as error:
+        results["errors"].append(str(error))
+        raise
+    finally:
+        results["measurements"] = sweeper.measurements
+        results["elapsed_s"] = round(sweeper.budget.spent(), 1)
+        results.setdefault("summary", "The sweep stopped before any result: " + "; ".join(results["errors"]))
+        write_report(results, folder)
+    best_config = next((c for c in results["configs"] if c["name"] == results.get("best_config")), None)
+    if sweeper.slo and (best_config is None or not (best_config.get("capacity") or {}).get("met")):
+        raise SweepError(f"{results['summary']} Results are in {folder}.")
+    return SweepOutcome(folder=folder, results=results)
