@@ -6,17 +6,18 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from model_repo_builder.models.registry import FEATURE_EXTRACTION
+from model_repo_builder.models.registry import FEATURE_EXTRACTION, TEXT2TEXT_GENERATION
 from model_repo_builder.models.source import check_weights, resolve_source
 from model_repo_builder.repository.embedding import build_embedding
 from model_repo_builder.repository.manifest import MANIFEST_NAME, Manifest, library_versions, read_manifest
 from model_repo_builder.repository.readme import render_readme
+from model_repo_builder.repository.seq2seq import build_seq2seq
 from model_repo_builder.repository.writer import atomic_directory, file_hashes
 from model_repo_builder.spec import BuildSpec, validate_model_name
 
 LOGGER = logging.getLogger(__name__)
 
-BUILDERS = {FEATURE_EXTRACTION: build_embedding}
+BUILDERS = {FEATURE_EXTRACTION: build_embedding, TEXT2TEXT_GENERATION: build_seq2seq}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,7 +39,7 @@ def build(spec: BuildSpec, model_dir: Path | None = None) -> BuildResult:
     LOGGER.info("building %s (%s, %s) into %s", name, source.task, spec.precision, target)
     with atomic_directory(target) as staging:
         built = BUILDERS[source.task](spec, source, name, staging)
-        options = spec.options()
+        options = {**spec.options(), "name": name}
         if model_dir is not None:
             options["source"] = str(model_dir)
         draft = Manifest(
@@ -56,7 +57,7 @@ def build(spec: BuildSpec, model_dir: Path | None = None) -> BuildResult:
             versions=library_versions(),
             files={},
         )
-        readme = render_readme(name, options, built.model, repo_dir=str(target))
+        readme = render_readme(name, options, built.model, repo_dir=str(target), task=source.task)
         (staging / "README.md").write_text(readme, encoding="utf-8")
         manifest = Manifest(**{**draft.__dict__, "files": file_hashes(staging)})
         (staging / MANIFEST_NAME).write_text(manifest.to_yaml(), encoding="utf-8")

@@ -32,7 +32,7 @@ def _require_choice(flag: str, value: Any, choices: tuple[str, ...]) -> None:
 
 def validate_model_name(name: str) -> None:
     """Raise `SpecError` unless `name` is usable as a Triton model directory name."""
-    if not _NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
         raise SpecError(
             f"`--name` must be 1-64 characters of letters, digits, '_', '-' or '.', "
             f"starting with a letter or digit; got {name!r}"

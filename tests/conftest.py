@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,6 @@ from model_repo_builder.runtime.server import TritonServer
 from model_repo_builder.spec import BuildSpec, LaunchSpec
 
 DEFAULT_SOURCE = "minilm"
-EMBEDDING_DIMENSION = 384
 
 
 @dataclass(frozen=True)
@@ -43,23 +42,20 @@ class BuiltRepository:
         return self.result.repository / self.result.name
 
 
-def free_ports(count: int = 1, host: str = "127.0.0.1") -> list[int]:
+def find_free_ports(count: int = 1, host: str = "127.0.0.1") -> list[int]:
     """`count` distinct ports the OS reports free; all sockets stay bound until every port is picked."""
     with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        sockets = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)
+        ]
         for sock in sockets:
             sock.bind((host, 0))
         return [sock.getsockname()[1] for sock in sockets]
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """One port the OS reports free."""
-    return free_ports(1, host)[0]
-
-
 def launch_spec(repository: Path, **overrides: object) -> LaunchSpec:
     """A LaunchSpec on fresh free ports."""
-    http_port, grpc_port, metrics_port = free_ports(3)
+    http_port, grpc_port, metrics_port = find_free_ports(3)
     return LaunchSpec(
         repository=repository,
         http_port=http_port,
@@ -74,6 +70,18 @@ def running_server(repository: Path) -> Iterator[TritonServer]:
     """Start tritonserver on `repository`, wait until ready, stop it afterwards."""
     with TritonServer(launch_spec(repository)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def free_ports() -> Callable[..., list[int]]:
+    """`free_ports(count)`: distinct ports nothing listens on (tests use it instead of importing conftest)."""
+    return find_free_ports
+
+
+@pytest.fixture(scope="session")
+def server_launch_spec() -> Callable[..., LaunchSpec]:
+    """`server_launch_spec(repository, **overrides)`: a LaunchSpec on fresh free ports."""
+    return launch_spec
 
 
 def _build_default(tmp_path_factory: pytest.TempPathFactory, precision: str) -> BuiltRepository:

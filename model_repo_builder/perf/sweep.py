@@ -42,6 +42,8 @@ from model_repo_builder.spec import LaunchSpec, SweepSpec
 LOGGER = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
+# perf_analyzer's advice when not one request completed inside a measurement window.
+_WINDOW_TOO_SHORT = "larger time window"
 DEFAULT_PROMPTS = (
     "A man is eating food while reading the morning newspaper at the kitchen table.",
     "How many replicas does the service need to handle five hundred queries per second?",
@@ -211,7 +213,11 @@ class Sweeper:
         stability: float = 15.0,
         trials: int = 6,
     ) -> dict[str, Any]:
-        """One perf_analyzer level; an unstable measurement is retried once with a looser bound."""
+        """One perf_analyzer level.
+
+        When the windows never agree within `stability` (a noisy, shared machine), the level is
+        measured once more over exactly three windows and kept, marked `"stable": False`.
+        """
         workdir = self.folder / "raw" / f"{label}-{mode}-{load:g}"
         settings = {"concurrency": int(load)} if mode == "concurrency" else {"request_rate": load}
         run = PerfRun(
@@ -225,12 +231,30 @@ class Sweeper:
             **settings,
         )  # type: ignore[arg-type]
         self.measurements += 1
+        stable = True
         try:
-            result = run_perf_analyzer(run, workdir)
+            try:
+                result = run_perf_analyzer(run, workdir)
+            except InferenceError as error:
+                if _WINDOW_TOO_SHORT not in str(error) or isinstance(error, UnstableMeasurementError):
+                    raise
+                LOGGER.warning("%s %s %g: no request finished inside a window; retrying with 4x longer windows",
+                               label, mode, load)
+                run = dataclasses.replace(run, measurement_interval_ms=run.measurement_interval_ms * 4)
+                result = run_perf_analyzer(run, workdir)
         except UnstableMeasurementError:
-            LOGGER.info("%s %s %g unstable; measuring again with a 50%% stability bound", label, mode, load)
-            result = run_perf_analyzer(dataclasses.replace(run, stability_percentage=50.0), workdir)
-        return _level(result, mode, workdir)
+            LOGGER.warning(
+                "%s %s %g: no 3 windows agreed within %g%%; keeping 3 more windows as they are",
+                label,
+                mode,
+                load,
+                stability,
+            )
+            stable = False
+            result = run_perf_analyzer(
+                dataclasses.replace(run, stability_percentage=1e6, max_trials=3), workdir
+            )
+        return {**_level(result, mode, workdir), "stable": stable}
 
     def curve(self, target: Target, mode: str, loads: tuple[float, ...], label: str) -> list[dict[str, Any]]:
         """Measure increasing loads; stop past the SLO, past saturation, or when the budget is spent."""

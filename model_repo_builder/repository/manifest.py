@@ -90,7 +90,8 @@ class Manifest:
             raise RepositoryError(f"{origin} is not valid YAML: {error}") from None
         if not isinstance(data, dict):
             raise RepositoryError(f"{origin} must be a YAML mapping")
-        if data.get("format_version") != FORMAT_VERSION:
+        version = data.get("format_version")
+        if type(version) is not int or version != FORMAT_VERSION:
             raise RepositoryError(
                 f"{origin} has format_version {data.get('format_version')!r}; this trb reads {FORMAT_VERSION}"
             )

@@ -25,11 +25,13 @@ class Scheduling:
     instances: int
     max_batch_size: int
     max_queue_delay_us: int
+    max_queue_size: int | None = None
 
     @property
     def name(self) -> str:
         """Short label used in reports: i2-b32-d1000."""
-        return f"i{self.instances}-b{self.max_batch_size}-d{self.max_queue_delay_us}"
+        queue = f"-q{self.max_queue_size}" if self.max_queue_size is not None else ""
+        return f"i{self.instances}-b{self.max_batch_size}-d{self.max_queue_delay_us}{queue}"
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -54,7 +56,9 @@ def make_variant(repository: Path, target: Path, scheduling: Scheduling) -> Path
     )
     updated = {**current, **model_config.scheduling(spec)}
     warmups = current.get("model_warmup", [])
-    updated["model_warmup"] = [w for w in warmups if int(w.get("batch_size", 1)) <= spec.max_batch_size]
+    if warmups:
+        input_name = next(iter(warmups[0]["inputs"]))
+        updated["model_warmup"] = model_config.text_warmup(input_name, spec.max_batch_size)
     parameters = dict(updated.get("parameters", {}))
     parameters.update(
         model_config.string_parameters({"intra_op_threads": spec.resolved_threads_per_instance()})

@@ -44,6 +44,7 @@ def test_instances_zero_names_the_flag_and_the_value():
         ("name", "bad name", "--name"),
         ("name", ".hidden", "--name"),
         ("name", "x" * 65, "--name"),
+        ("name", "minilm\n", "--name"),
         ("trust_remote_code", True, "--trust-remote-code"),
     ],
 )
@@ -102,7 +103,9 @@ def test_valid_model_names(name):
 
 
 def test_threads_per_instance_explicit_wins():
-    assert BuildSpec(source="minilm", instances=4, threads_per_instance=3).resolved_threads_per_instance() == 3
+    assert (
+        BuildSpec(source="minilm", instances=4, threads_per_instance=3).resolved_threads_per_instance() == 3
+    )
 
 
 def test_threads_per_instance_split_the_cores_and_never_drop_to_zero():

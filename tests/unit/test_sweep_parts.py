@@ -1,0 +1,160 @@
+"""Sweep pieces that need no server: spec validation, prompts, metrics parsing, report, comparison."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from model_repo_builder.errors import RepositoryError, SpecError
+from model_repo_builder.perf.compare import compare, headline_metrics
+from model_repo_builder.perf.metrics import parse_prometheus
+from model_repo_builder.perf.report import write_report
+from model_repo_builder.perf.sweep import load_prompts
+from model_repo_builder.spec import SweepSpec
+
+
+def _level(load: float, rps: float, p99: float) -> dict:
+    return {
+        "mode": "concurrency",
+        "load": load,
+        "throughput_rps": rps,
+        "p50_ms": p99 / 2,
+        "p90_ms": p99 * 0.8,
+        "p95_ms": p99 * 0.9,
+        "p99_ms": p99,
+        "avg_ms": p99 / 2,
+        "errors": 0,
+        "breakdown": {"server_queue_ms": 1.0, "server_compute_infer_ms": p99 / 3},
+        "latencies_ms": [p99 / 2, p99],
+    }
+
+
+def _results(capacity: float, p99: float) -> dict:
+    levels = [_level(1, capacity / 3, p99 / 4), _level(4, capacity, p99), _level(8, capacity * 1.05, p99 * 5)]
+    return {
+        "model": "m",
+        "configs": [
+            {
+                "name": "as-built",
+                "settings": {},
+                "levels": levels,
+                "knee": {"found": True, "throughput_rps": capacity, "p99_ms": p99, "load": 4},
+                "capacity": {"met": True, "throughput_rps": capacity, "load": 4},
+            }
+        ],
+        "best_config": "as-built",
+        "summary": "One replica sustains …",
+        "slo": {"percentile": 99, "latency_ms": 100},
+        "histogram": {"config": "as-built", "load": 4, "latencies_ms": [1.0, 2.0, 2.5, 9.0]},
+        "profiles": [
+            {
+                "name": "ramp",
+                "kind": "ramp",
+                "verdict": "ok",
+                "steps": [
+                    {"start_s": 0, "load": 1, "throughput_rps": 5, "p50_ms": 1, "p99_ms": 2},
+                    {"start_s": 3, "load": 4, "throughput_rps": 9, "p50_ms": 2, "p99_ms": 4},
+                ],
+            }
+        ],
+    }
+
+
+def test_sweep_spec_needs_exactly_one_target() -> None:
+    with pytest.raises(SpecError, match="repository to launch, or `--url`"):
+        SweepSpec()
+    with pytest.raises(SpecError, match="`--model` is required"):
+        SweepSpec(url="127.0.0.1:8001")
+    with pytest.raises(SpecError, match="`--search` needs a repository"):
+        SweepSpec(url="127.0.0.1:8001", model="m", search=True)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("concurrency", (0,), "`--concurrency`"),
+        ("request_rates", (-1.0,), "`--request-rate`"),
+        ("profiles", ("spike",), "`--profile`"),
+        ("headroom", 1.0, "`--headroom`"),
+        ("budget_s", 0.0, "`--budget`"),
+        ("measurement_interval_ms", 10, "`--interval-ms`"),
+        ("target_qps", 0.0, "`--target-qps`"),
+    ],
+)
+def test_sweep_spec_names_the_bad_option(field: str, value: object, message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        SweepSpec(repository=Path("repos/x"), **{field: value})  # type: ignore[arg-type]
+
+
+def test_prompts_file(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("first prompt\n\n  second prompt  \n", encoding="utf-8")
+    assert load_prompts(prompts) == ["first prompt", "second prompt"]
+    prompts.write_text("\n \n", encoding="utf-8")
+    with pytest.raises(SpecError, match="no non-empty line"):
+        load_prompts(prompts)
+    prompts.write_bytes(b"\xff\xfe bad")
+    with pytest.raises(SpecError, match="UTF-8"):
+        load_prompts(prompts)
+    assert len(load_prompts(None)) >= 8
+
+
+def test_prometheus_sums_label_sets() -> None:
+    text = "\n".join(
+        [
+            "# HELP nv_inference_request_success Number of successful inference requests",
+            'nv_inference_request_success{model="a",version="1"} 10',
+            'nv_inference_request_success{model="b",version="1"} 5',
+            'nv_inference_queue_duration_us{model="a",version="1"} 1234.5',
+            "nv_cpu_utilization 0.25",
+            'nv_untracked_metric{model="a"} 99',
+        ]
+    )
+    assert parse_prometheus(text) == {
+        "nv_inference_request_success": 15.0,
+        "nv_inference_queue_duration_us": 1234.5,
+        "nv_cpu_utilization": 0.25,
+    }
+
+
+def test_report_holds_plots_tables_and_json(tmp_path: Path) -> None:
+    results = _results(capacity=120.0, p99=40.0)
+    html_path = write_report(results, tmp_path)
+    page = html_path.read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == 4  # curves, breakdown, histogram, one profile
+    assert "One replica sustains" in page
+    for png in (
+        "latency_vs_throughput.png",
+        "latency_breakdown.png",
+        "response_times.png",
+        "profile_0_ramp.png",
+    ):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "results.json").read_text())["best_config"] == "as-built"
+    rows = (tmp_path / "levels.csv").read_text().splitlines()
+    assert rows[0].startswith("config,mode,load,throughput_rps") and len(rows) == 4
+
+
+def test_compare_flags_a_capacity_drop(tmp_path: Path) -> None:
+    write_report(_results(capacity=100.0, p99=40.0), tmp_path / "a")
+    write_report(_results(capacity=85.0, p99=40.0), tmp_path / "b")
+    write_report(_results(capacity=97.0, p99=41.0), tmp_path / "c")
+    assert (
+        headline_metrics(json.loads((tmp_path / "a" / "results.json").read_text()))["capacity_rps"] == 100.0
+    )
+    dropped = compare(tmp_path / "a", tmp_path / "b", threshold_pct=10)
+    assert dropped.regressed
+    assert {row.metric for row in dropped.rows if row.regressed} == {
+        "capacity_rps",
+        "knee_rps",
+        "max_throughput_rps",
+    }
+    assert not compare(tmp_path / "a", tmp_path / "c", threshold_pct=10).regressed
+
+
+def test_compare_rejects_a_non_results_file(tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(RepositoryError, match="not a trb sweep results.json"):
+        compare(tmp_path, tmp_path, 10)

