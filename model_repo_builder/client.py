@@ -1,33 +1,48 @@
-"""A small client for people and tests: send texts to a served repository, get vectors back."""
+"""A small client for people and tests: send texts to a served repository, get vectors or text back."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from model_repo_builder.errors import InferenceError, RepositoryError
+from model_repo_builder.models.registry import FEATURE_EXTRACTION, TEXT2TEXT_GENERATION
 from model_repo_builder.repository.manifest import read_manifest
 
-INPUT_NAME = "TEXT"
-OUTPUT_NAME = "EMBEDDING"
+
+@dataclass(frozen=True, kw_only=True)
+class ModelIO:
+    """The text input and the main output of a served model."""
+
+    task: str
+    input_name: str
+    output_name: str
 
 
-def model_name_for(target: str) -> str:
-    """A repository directory's model name (from its manifest), or `target` itself as a model name."""
+TASK_IO = {
+    FEATURE_EXTRACTION: ModelIO(task=FEATURE_EXTRACTION, input_name="TEXT", output_name="EMBEDDING"),
+    TEXT2TEXT_GENERATION: ModelIO(task=TEXT2TEXT_GENERATION, input_name="PROMPT", output_name="TEXT"),
+}
+
+
+def resolve_target(target: str) -> tuple[str, ModelIO]:
+    """Model name and I/O for a repository directory (from its manifest) or a bare model name."""
     path = Path(target)
     if path.is_dir():
-        return read_manifest(path).name
+        manifest = read_manifest(path)
+        return manifest.name, TASK_IO[manifest.task]
     if "/" in target or target.startswith("."):
         raise RepositoryError(f"{target} is neither a repository directory nor a model name")
-    return target
+    return target, TASK_IO[FEATURE_EXTRACTION]
 
 
-def embed_texts(
-    model: str, texts: Sequence[str], url: str = "127.0.0.1:8000", protocol: str = "http"
+def infer_texts(
+    model: str, io: ModelIO, texts: Sequence[str], url: str = "127.0.0.1:8000", protocol: str = "http"
 ) -> np.ndarray:
-    """Embed `texts` with one request to a running server; errors carry the server's message."""
+    """Send `texts` in one request; return the main output. Errors carry the server's message."""
     batch = np.array([[text.encode("utf-8")] for text in texts], dtype=np.object_)
     if protocol == "grpc":
         import tritonclient.grpc as client_module
@@ -38,9 +53,9 @@ def embed_texts(
     client = None
     try:
         client = client_module.InferenceServerClient(url)
-        request = client_module.InferInput(INPUT_NAME, list(batch.shape), "BYTES")
+        request = client_module.InferInput(io.input_name, list(batch.shape), "BYTES")
         request.set_data_from_numpy(batch)
-        result = client.infer(model, [request], outputs=[client_module.InferRequestedOutput(OUTPUT_NAME)])
+        result = client.infer(model, [request], outputs=[client_module.InferRequestedOutput(io.output_name)])
     except InferenceServerException as error:
         raise InferenceError(f"{model} at {url}: {error.message()}") from None
     except (ConnectionError, OSError) as error:
@@ -51,7 +66,14 @@ def embed_texts(
         # An idle keep-alive connection makes tritonserver wait out its whole exit timeout on shutdown.
         if client is not None:
             client.close()
-    embeddings = result.as_numpy(OUTPUT_NAME)
-    if embeddings is None:
-        raise InferenceError(f"{model} at {url} answered without an {OUTPUT_NAME} output")
-    return np.asarray(embeddings)
+    output = result.as_numpy(io.output_name)
+    if output is None:
+        raise InferenceError(f"{model} at {url} answered without an {io.output_name} output")
+    return np.asarray(output)
+
+
+def embed_texts(
+    model: str, texts: Sequence[str], url: str = "127.0.0.1:8000", protocol: str = "http"
+) -> np.ndarray:
+    """Embeddings [len(texts), dim] from a served embedding model."""
+    return infer_texts(model, TASK_IO[FEATURE_EXTRACTION], texts, url, protocol)

@@ -83,10 +83,7 @@ def command(
         f"  model {result.name}: {result.manifest.task}, {spec.precision}, {spec.instances} instance(s), "
         f"max batch {spec.max_batch_size}"
     )
-    click.echo(
-        f"  verified against the source on {verification['texts']} texts: "
-        f"min cosine {verification['min_cosine']}, mean {verification['mean_cosine']}"
-    )
+    click.echo(f"  verified against the source model: {verification['summary']}")
     click.echo(f"  next: trb launch {result.repository}")
 
 

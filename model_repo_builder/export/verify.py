@@ -64,6 +64,8 @@ class VerificationReport:
             "min_cosine": round(self.min_cosine, 6),
             "mean_cosine": round(self.mean_cosine, 6),
             "max_abs_diff": {k: float(f"{v:.3g}") for k, v in self.max_diffs.items()},
+            "summary": f"{self.texts} texts, cosine to the source model min {self.min_cosine:.5f}, "
+            f"mean {self.mean_cosine:.5f}",
         }
 
 

@@ -53,4 +53,4 @@ INT8_KEEP_FP32: dict[str, tuple[str, ...]] = {
 }
 
 # Tasks whose repository builder exists in this version; the others fail with a "not yet" message.
-BUILDABLE_TASKS = (FEATURE_EXTRACTION,)
+BUILDABLE_TASKS = (FEATURE_EXTRACTION, TEXT2TEXT_GENERATION)

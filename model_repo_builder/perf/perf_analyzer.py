@@ -38,6 +38,8 @@ EXPORT_NAME = "profile_export.json"
 STABILITY_WINDOWS = 3
 # perf_analyzer's exit status when no three consecutive windows agreed (pa::STABILITY_ERROR).
 _EXIT_UNSTABLE = 2
+# What perf_analyzer says when a window ended before any request completed in it.
+_EMPTY_WINDOW = "No valid requests recorded within time interval"
 _LOAD_COLUMNS = ("Concurrency", "Request Rate")
 _BREAKDOWN_COLUMNS = {
     "client_send_ms": "Client Send",
@@ -53,6 +55,10 @@ _MAX_REASON_LINES = 6
 
 class UnstableMeasurementError(InferenceError):
     """perf_analyzer ran, but its measurement windows never agreed within the stability percentage."""
+
+
+class EmptyWindowError(InferenceError):
+    """perf_analyzer ran, but not one request completed inside a measurement window."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +79,9 @@ class PerfRun:
             "count_windows" (windows of at least `measurement_request_count` requests).
         measurement_interval_ms: Window length in time_windows mode.
         measurement_request_count: Minimum requests per window in count_windows mode.
+        request_count: Send exactly this many requests and measure them all as one window,
+            without waiting for stability (overrides the window settings). Gives a result
+            on a busy machine where windows never agree.
         stability_percentage: How far apart (max / min, in %) three windows' throughput and
             latency may be for the measurement to count as stable.
         max_trials: Windows perf_analyzer tries before giving up on stability.
@@ -90,6 +99,7 @@ class PerfRun:
     measurement_mode: str = "time_windows"
     measurement_interval_ms: int = 5000
     measurement_request_count: int = 50
+    request_count: int | None = None
     stability_percentage: float = 10.0
     max_trials: int = 10
     timeout_s: float = 300.0
@@ -117,6 +127,8 @@ class PerfRun:
         _require_int_at_least("batch_size", self.batch_size, 1)
         _require_int_at_least("measurement_interval_ms", self.measurement_interval_ms, 1)
         _require_int_at_least("measurement_request_count", self.measurement_request_count, 1)
+        if self.request_count is not None:
+            _require_int_at_least("request_count", self.request_count, 1)
         _require_int_at_least("max_trials", self.max_trials, STABILITY_WINDOWS)
         if not (math.isfinite(self.stability_percentage) and self.stability_percentage > 0):
             raise SpecError(f"`stability_percentage` must be > 0, got {self.stability_percentage!r}")
@@ -170,16 +182,29 @@ class ReportedLevel:
 
 @dataclass(frozen=True, kw_only=True)
 class RequestLatencies:
-    """Per-request latencies of the requests perf_analyzer measured at one load level."""
+    """Per-request latencies of the requests perf_analyzer measured at one load level.
+
+    Attributes:
+        load: The concurrency or request rate.
+        latencies_us: Send-to-last-response time of each measured request.
+        window_s: Length of the measured windows.
+        span_s: From the first measured request's send to the last one's response.
+    """
 
     load: float
     latencies_us: tuple[float, ...]
     window_s: float
+    span_s: float
 
     @property
     def throughput_rps(self) -> float:
         """Requests answered per second inside the measured windows."""
         return len(self.latencies_us) / self.window_s if self.window_s > 0 else 0.0
+
+    @property
+    def busy_throughput_rps(self) -> float:
+        """Requests answered per second from the first send to the last response."""
+        return len(self.latencies_us) / self.span_s if self.span_s > 0 else 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,6 +216,9 @@ class PerfResult:
         reported: perf_analyzer's own figures from its CSV report (nearest-rank percentiles).
         breakdown: The average request's time split into client, network, queue and compute.
         requests: Exact latency distribution of the measured requests, from their timestamps.
+        throughput_rps: Requests per second. perf_analyzer's figure for windowed runs; for a
+            `request_count` run it is computed from the requests' timestamps, because
+            perf_analyzer rounds that run's duration up to whole seconds.
         command: The perf_analyzer command line that ran.
     """
 
@@ -198,14 +226,15 @@ class PerfResult:
     reported: Measurement
     breakdown: LatencyBreakdown
     requests: LatencySummary
+    throughput_rps: float
     command: tuple[str, ...]
 
     @property
     def measurement(self) -> Measurement:
-        """Throughput as perf_analyzer reported it, latencies from the per-request timestamps."""
+        """The level's throughput with latencies from the per-request timestamps."""
         return Measurement(
             load=self.reported.load,
-            throughput_rps=self.reported.throughput_rps,
+            throughput_rps=self.throughput_rps,
             p50_ms=self.requests.p50_ms,
             p90_ms=self.requests.p90_ms,
             p95_ms=self.requests.p95_ms,
@@ -242,17 +271,20 @@ def build_command(run: PerfRun, binary: Path, workdir: Path) -> list[str]:
         command += ["--concurrency-range", str(run.concurrency)]
     else:
         command += ["--request-rate-range", f"{run.request_rate:g}"]
-    command += ["--measurement-mode", run.measurement_mode]
-    if run.measurement_mode == "count_windows":
-        command += ["--measurement-request-count", str(run.measurement_request_count)]
+    if run.request_count is not None:
+        command += ["--request-count", str(run.request_count)]
     else:
-        command += ["--measurement-interval", str(run.measurement_interval_ms)]
-    command += [
-        "--stability-percentage",
-        f"{run.stability_percentage:g}",
-        "--max-trials",
-        str(run.max_trials),
-    ]
+        command += ["--measurement-mode", run.measurement_mode]
+        if run.measurement_mode == "count_windows":
+            command += ["--measurement-request-count", str(run.measurement_request_count)]
+        else:
+            command += ["--measurement-interval", str(run.measurement_interval_ms)]
+        command += [
+            "--stability-percentage",
+            f"{run.stability_percentage:g}",
+            "--max-trials",
+            str(run.max_trials),
+        ]
     if run.input_data is not None:
         command += ["--input-data", str(run.input_data)]
     command += ["-f", str(workdir / CSV_NAME), "--profile-export-file", str(workdir / EXPORT_NAME)]
@@ -317,16 +349,18 @@ def parse_profile_export(
         if len(boundaries) < 2:
             raise InferenceError("perf_analyzer's profile export has no complete measurement window")
         start, end = boundaries[-min(windows, len(boundaries) - 1) - 1], boundaries[-1]
-        latencies = []
-        for request in experiment.get("requests", []):
-            responses = request.get("response_timestamps") or []
-            if responses and start <= responses[-1] <= end:
-                latencies.append((responses[-1] - request["timestamp"]) / 1000)
+        measured = [
+            (request["timestamp"], request["response_timestamps"][-1])
+            for request in experiment.get("requests", [])
+            if request.get("response_timestamps") and start <= request["response_timestamps"][-1] <= end
+        ]
+        span_ns = max(done for _, done in measured) - min(sent for sent, _ in measured) if measured else 0
         levels.append(
             RequestLatencies(
                 load=float(experiment["experiment"]["value"]),
-                latencies_us=tuple(latencies),
+                latencies_us=tuple((done - sent) / 1000 for sent, done in measured),
                 window_s=(end - start) / 1e9,
+                span_s=span_ns / 1e9,
             )
         )
     return levels
@@ -353,6 +387,8 @@ def run_perf_analyzer(run: PerfRun, workdir: Path) -> PerfResult:
         ToolNotFoundError: If perf_analyzer is missing or cannot start.
         UnstableMeasurementError: If its measurement windows never agreed within
             `run.stability_percentage`.
+        EmptyWindowError: If a measurement window ended before any request completed in it
+            (requests slower than `run.measurement_interval_ms`).
         InferenceError: If it failed (server unreachable, unknown model, failed requests, bad
             input data) or ran past `run.timeout_s`; the message carries perf_analyzer's reason.
     """
@@ -383,12 +419,21 @@ def run_perf_analyzer(run: PerfRun, workdir: Path) -> PerfResult:
         ) from None
     (workdir / "perf_analyzer.log").write_text(completed.stdout + completed.stderr, encoding="utf-8")
     if completed.returncode != 0:
-        reason = failure_reason(completed.stderr, completed.stdout)
-        error_type = UnstableMeasurementError if completed.returncode == _EXIT_UNSTABLE else InferenceError
-        raise error_type(
-            f"perf_analyzer failed on {run.model} at {run.describe()} (exit {completed.returncode}): {reason}"
-        )
+        raise failure_error(run, completed.returncode, completed.stderr, completed.stdout)
     return read_results(run, workdir, tuple(command))
+
+
+def failure_error(run: PerfRun, returncode: int, stderr: str, stdout: str = "") -> InferenceError:
+    """The error for a failed perf_analyzer run, typed by what went wrong, with its own reason."""
+    reason = failure_reason(stderr, stdout)
+    error_type = InferenceError
+    if returncode == _EXIT_UNSTABLE:
+        error_type = UnstableMeasurementError
+    elif _EMPTY_WINDOW in reason:
+        error_type = EmptyWindowError
+    return error_type(
+        f"perf_analyzer failed on {run.model} at {run.describe()} (exit {returncode}): {reason}"
+    )
 
 
 def read_results(run: PerfRun, workdir: Path, command: tuple[str, ...] = ()) -> PerfResult:
@@ -414,12 +459,17 @@ def read_results(run: PerfRun, workdir: Path, command: tuple[str, ...] = ()) -> 
             f"expected one measured load level, perf_analyzer reported {len(reported)} "
             f"and exported {len(exported)}"
         )
-    if not exported[0].latencies_us:
+    level, exported_level = reported[0], exported[0]
+    if not exported_level.latencies_us:
         raise InferenceError(f"no request to {run.model} completed inside perf_analyzer's measured windows")
+    throughput = level.measurement.throughput_rps
+    if run.request_count is not None:
+        throughput = exported_level.busy_throughput_rps
     return PerfResult(
         run=run,
-        reported=reported[0].measurement,
-        breakdown=reported[0].breakdown,
-        requests=latency_summary(exported[0].latencies_us),
+        reported=level.measurement,
+        breakdown=level.breakdown,
+        requests=latency_summary(exported_level.latencies_us),
+        throughput_rps=throughput,
         command=command,
     )

@@ -238,8 +238,12 @@ class Sweeper:
             except InferenceError as error:
                 if _WINDOW_TOO_SHORT not in str(error) or isinstance(error, UnstableMeasurementError):
                     raise
-                LOGGER.warning("%s %s %g: no request finished inside a window; retrying with 4x longer windows",
-                               label, mode, load)
+                LOGGER.warning(
+                    "%s %s %g: no request finished inside a window; retrying with 4x longer windows",
+                    label,
+                    mode,
+                    load,
+                )
                 run = dataclasses.replace(run, measurement_interval_ms=run.measurement_interval_ms * 4)
                 result = run_perf_analyzer(run, workdir)
         except UnstableMeasurementError:

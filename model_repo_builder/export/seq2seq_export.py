@@ -1,0 +1,92 @@
+"""Export an encoder-decoder (T5 family) to three ONNX files and convert them to the served precision.
+
+optimum's exporter (task `text2text-generation-with-past`, no post-processing) writes the encoder, the
+decoder without past (first step; it also returns the cross-attention keys/values) and the decoder
+with past (every later step). The decoders are kept as two files rather than merged into one graph
+with an `If` node: the serving loop calls each for what it is, and each is verified on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from model_repo_builder.errors import ExportError
+from model_repo_builder.export.quantize import apply_precision
+from model_repo_builder.templates.seq2seq.generation import (
+    DECODER_FILE,
+    DECODER_WITH_PAST_FILE,
+    ENCODER_FILE,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+# optimum recommends opset ≥ 18 for T5.
+OPSET = 18
+EXPORT_TASK = "text2text-generation-with-past"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Seq2SeqOnnx:
+    """The three ONNX files that make up a served encoder-decoder model."""
+
+    encoder: Path
+    decoder: Path
+    decoder_with_past: Path
+
+    def files(self) -> dict[str, Path]:
+        """Each part keyed by the file name the served model loads it from."""
+        return {
+            ENCODER_FILE: self.encoder,
+            DECODER_FILE: self.decoder,
+            DECODER_WITH_PAST_FILE: self.decoder_with_past,
+        }
+
+
+def export_seq2seq(model_dir: Path, output_dir: Path) -> Seq2SeqOnnx:
+    """Write encoder, decoder and decoder-with-past ONNX files into `output_dir`; return their paths."""
+    from optimum.exporters.onnx import main_export
+
+    LOGGER.info("exporting %s to ONNX (%s, opset %d)", model_dir, EXPORT_TASK, OPSET)
+    try:
+        main_export(
+            str(model_dir),
+            output=str(output_dir),
+            task=EXPORT_TASK,
+            library_name="transformers",
+            opset=OPSET,
+            do_validation=False,
+            no_post_process=True,
+            trust_remote_code=False,
+            device="cpu",
+        )
+    except Exception as error:  # optimum wraps torch/onnx failures in many types
+        raise ExportError(f"ONNX export of {model_dir} failed: {type(error).__name__}: {error}") from error
+    exported = Seq2SeqOnnx(
+        encoder=output_dir / ENCODER_FILE,
+        decoder=output_dir / DECODER_FILE,
+        decoder_with_past=output_dir / DECODER_WITH_PAST_FILE,
+    )
+    missing = [name for name, path in exported.files().items() if not path.is_file()]
+    if missing:
+        raise ExportError(f"ONNX export of {model_dir} did not produce {', '.join(missing)} in {output_dir}")
+    return exported
+
+
+def convert_seq2seq(
+    exported: Seq2SeqOnnx, precision: str, output_dir: Path, keep_fp32: tuple[str, ...] = ()
+) -> Seq2SeqOnnx:
+    """Convert each part to `precision` (fp32 returns `exported` itself); `keep_fp32` names nodes to skip."""
+    if precision == "fp32":
+        return exported
+    converted = {}
+    for name, path in exported.files().items():
+        part_dir = output_dir / name.removesuffix(".onnx")
+        part_dir.mkdir(parents=True, exist_ok=True)
+        converted[name] = apply_precision(path, precision, part_dir, keep_fp32)
+    return Seq2SeqOnnx(
+        encoder=converted[ENCODER_FILE],
+        decoder=converted[DECODER_FILE],
+        decoder_with_past=converted[DECODER_WITH_PAST_FILE],
+    )

@@ -1,0 +1,166 @@
+"""Triton python-backend model: TYPE_STRING prompts in, generated TYPE_STRING text and token ids out.
+
+Every request of a dynamic batch is validated on its own, so a bad request gets its own INVALID_ARG
+error while the others are answered normally. The valid ones are generated together: one encoder
+call and one batched, KV-cached decode loop per execute(), finished sequences leaving the batch.
+
+The same file serves the streaming variant (decoupled transaction policy): there each request holds
+one prompt and gets one response per generated token (its text delta and id), then an empty final
+response. The streaming model loads the ONNX files of the model named by its `weights_model`
+parameter, so the repository holds them once.
+"""
+
+import json
+import os
+import sys
+
+# The tritonserver bundled in the nvidia-pytriton wheel embeds the system libpython, whose sys.path
+# does not include the virtual environment trb runs from; the launcher passes it in TRB_PYTHONPATH.
+# In the NGC container the packages are installed system-wide and the variable is unset.
+for _entry in os.environ.get("TRB_PYTHONPATH", "").split(os.pathsep):
+    if _entry and _entry not in sys.path:
+        sys.path.append(_entry)
+
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+from generation import (  # noqa: E402
+    DECODER_FILE,
+    DECODER_WITH_PAST_FILE,
+    ENCODER_FILE,
+    PARAMETER_INPUTS,
+    PROMPT_INPUT,
+    TEXT_OUTPUT,
+    TOKEN_IDS_OUTPUT,
+    GeneratorSettings,
+    InvalidRequestError,
+    Seq2SeqGenerator,
+    TextStream,
+    decode_prompts,
+    pad_token_rows,
+    request_params,
+)
+
+
+def _optional_input(request, name):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
+class TritonPythonModel:
+    """Generates text for every prompt of every request in one batched decode loop per execute()."""
+
+    def initialize(self, args):
+        """Load tokenizer and the three ONNX Runtime sessions from the version directory."""
+        config = json.loads(args["model_config"])
+        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        settings = GeneratorSettings.from_parameters(parameters)
+        if args["model_instance_kind"] == "GPU":
+            settings = GeneratorSettings(
+                **{**settings.__dict__, "providers": ("CUDAExecutionProvider", "CPUExecutionProvider")}
+            )
+        self.decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
+        model_dir = args["model_repository"]
+        if parameters.get("weights_model"):
+            model_dir = os.path.join(os.path.dirname(model_dir.rstrip(os.sep)), parameters["weights_model"])
+        version_dir = os.path.join(model_dir, args["model_version"])
+        self.generator = Seq2SeqGenerator(
+            os.path.join(version_dir, ENCODER_FILE),
+            os.path.join(version_dir, DECODER_FILE),
+            os.path.join(version_dir, DECODER_WITH_PAST_FILE),
+            os.path.join(version_dir, "tokenizer.json"),
+            settings,
+        )
+
+    def _parse(self, request):
+        prompts = decode_prompts(pb_utils.get_input_tensor_by_name(request, PROMPT_INPUT).as_numpy())
+        values = {spec.name: _optional_input(request, spec.name) for spec in PARAMETER_INPUTS}
+        params = request_params(len(prompts), values, self.generator.settings)
+        return self.generator.tokenize(prompts), params
+
+    def execute(self, requests):
+        """Answer each request with its own rows of one batched generation (or stream them)."""
+        if self.decoupled:
+            self._stream(requests)
+            return None
+        responses = [None] * len(requests)
+        token_ids, params, owners = [], [], []
+        for index, request in enumerate(requests):
+            try:
+                request_ids, request_params_ = self._parse(request)
+            except InvalidRequestError as error:
+                responses[index] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
+                )
+                continue
+            token_ids.extend(request_ids)
+            params.extend(request_params_)
+            owners.append((index, len(request_ids)))
+        if token_ids:
+            generated = self.generator.generate_ids(token_ids, params)
+            start = 0
+            for index, count in owners:
+                rows = generated[start : start + count]
+                start += count
+                texts = np.array(
+                    [[self.generator.detokenize(ids).encode("utf-8")] for ids in rows], dtype=np.object_
+                )
+                responses[index] = pb_utils.InferenceResponse(
+                    [
+                        pb_utils.Tensor(TEXT_OUTPUT, texts),
+                        pb_utils.Tensor(TOKEN_IDS_OUTPUT, pad_token_rows(rows)),
+                    ]
+                )
+        return responses
+
+    def _stream(self, requests):
+        """Generate one prompt per request together, sending each token to its request as it is made."""
+        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        senders, token_ids, params = [], [], []
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                request_ids, request_params_ = self._parse(request)
+                if len(request_ids) != 1:
+                    raise InvalidRequestError(
+                        f"a streaming request holds exactly one prompt, got {len(request_ids)}; "
+                        "send one request per prompt"
+                    )
+            except InvalidRequestError as error:
+                error_response = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
+                )
+                sender.send(error_response, flags=final)
+                continue
+            senders.append(sender)
+            token_ids.extend(request_ids)
+            params.extend(request_params_)
+        if not token_ids:
+            return
+        streams = [TextStream(self.generator.detokenize) for _ in senders]
+        closed = set()
+
+        def send_step(rows, tokens, done):
+            for row, token, finished in zip(rows, tokens, done, strict=True):
+                delta = streams[row].push(int(token))
+                if finished:
+                    delta += streams[row].flush()
+                text = np.array([[delta.encode("utf-8")]], dtype=np.object_)
+                response = pb_utils.InferenceResponse(
+                    [
+                        pb_utils.Tensor(TEXT_OUTPUT, text),
+                        pb_utils.Tensor(TOKEN_IDS_OUTPUT, np.array([[token]], dtype=np.int64)),
+                    ]
+                )
+                senders[row].send(response)
+                if finished:
+                    senders[row].send(flags=final)
+                    closed.add(int(row))
+
+        try:
+            self.generator.generate_ids(token_ids, params, on_step=send_step)
+        except Exception as error:  # every open stream must still be closed, with the reason
+            pb_utils.Logger.log_error(f"streaming generation failed: {error!r}")
+            failure = pb_utils.TritonError(f"generation failed: {error}", pb_utils.TritonError.INTERNAL)
+            for row, sender in enumerate(senders):
+                if row not in closed:
+                    sender.send(pb_utils.InferenceResponse(error=failure), flags=final)

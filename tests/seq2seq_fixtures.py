@@ -1,0 +1,215 @@
+"""T5 models with random weights and a locally trained tokenizer, for the seq2seq tests (no Hub).
+
+Each model is written once per test session under pytest's base temporary directory, so modules that
+import these fixtures share the same files even though pytest registers the fixtures per module.
+Repositories are built the same way: once per session and configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import socket
+import string
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model_repo_builder.build import BuildResult, build
+from model_repo_builder.spec import BuildSpec, LaunchSpec
+
+# The flan-t5-small architecture (google/flan-t5-small config.json).
+FLAN_T5_SMALL = {
+    "d_model": 512,
+    "d_ff": 1024,
+    "num_layers": 8,
+    "num_decoder_layers": 8,
+    "num_heads": 6,
+    "d_kv": 64,
+    "vocab_size": 32128,
+}
+# Same family, a fraction of the compute: fast enough for most tests.
+SMALL_T5 = {
+    "d_model": 64,
+    "d_ff": 128,
+    "num_layers": 2,
+    "num_decoder_layers": 2,
+    "num_heads": 4,
+    "d_kv": 16,
+    "vocab_size": 32128,
+}
+TINY_T5 = {**SMALL_T5, "d_model": 32, "d_ff": 64, "num_heads": 2, "vocab_size": 1024}
+
+_SUBJECTS = (
+    "the cat",
+    "a server",
+    "my friend",
+    "the weather",
+    "this model",
+    "our team",
+    "the train",
+    "a batch",
+)
+_VERBS = ("likes", "needs", "translates", "answers", "summarizes", "waits for", "builds", "measures")
+_OBJECTS = (
+    "German sentences",
+    "short questions",
+    "long documents",
+    "many requests",
+    "fresh coffee",
+    "the latency budget",
+    "concurrent prompts",
+    "quiet evenings",
+)
+SENTENCES = tuple(
+    f"{subject} {verb} {obj}." for subject, verb, obj in itertools.product(_SUBJECTS, _VERBS, _OBJECTS)
+)
+PROMPTS = (
+    "translate English to German: the cat likes fresh coffee.",
+    "summarize: a server waits for many requests and our team measures the latency budget.",
+    "ok",
+    "answer: what does this model need?",
+    "the weather builds quiet evenings " * 6,
+    "my friend translates German sentences.",
+)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int = 1) -> Iterator[None]:
+    """Run PyTorch on `count` threads: on a shared 2-core machine, small models are ~10x faster on one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def make_tokenizer() -> Any:
+    """A Unigram tokenizer over the words of SENTENCES plus ASCII characters, wrapped like T5's.
+
+    The vocabulary is listed, not trained (the Unigram trainer numbers pieces differently from run to
+    run): pad 0, eos 1, unk 2, then whole words, then single characters. </s> is appended as T5 does.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({word for sentence in SENTENCES for word in sentence.replace(".", " .").split()})
+    characters = string.ascii_letters + string.digits + string.punctuation
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    vocab += [(f"\u2581{word}", -3.0) for word in words]
+    vocab += [(word, -4.0) for word in words]
+    vocab += [(character, -6.0) for character in characters]
+    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=512,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    return wrapped
+
+
+def write_t5(directory: Path, architecture: dict[str, int], seed: int = 0, decodable: bool = False) -> Path:
+    """Save a randomly initialised T5 (safetensors) with the local tokenizer into `directory`.
+
+    With `decodable`, the output-projection rows of ids the tokenizer does not know are zeroed, so
+    greedy decoding picks known tokens and the generated text is not empty (shapes and cost unchanged).
+    """
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(
+        **architecture,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(config).eval()
+    tokenizer = make_tokenizer()
+    if decodable:
+        with torch.no_grad():
+            model.lm_head.weight[len(tokenizer) :] = 0.0
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def session_t5(
+    factory: pytest.TempPathFactory, label: str, architecture: dict[str, int], decodable: bool = False
+) -> Path:
+    """The model `label`, written once per session (shared by every module that asks)."""
+    directory = factory.getbasetemp() / f"t5-{label}"
+    if not (directory / "model.safetensors").is_file():
+        write_t5(directory, architecture, decodable=decodable)
+    return directory
+
+
+def session_build(factory: pytest.TempPathFactory, model_dir: Path, **options: object) -> BuildResult:
+    """Build `model_dir` with `options` once per session and configuration."""
+    label = "-".join(f"{key}-{value}" for key, value in sorted(options.items()))
+    output = factory.getbasetemp() / f"repos-{model_dir.name}-{label}"
+    spec = BuildSpec(source=str(model_dir), output=output, **options)  # type: ignore[arg-type]
+    cached = _BUILDS.get(str(output))
+    if cached is None:
+        cached = _BUILDS[str(output)] = build(spec)
+    return cached
+
+
+_BUILDS: dict[str, BuildResult] = {}
+
+
+def launch_spec(repository: Path) -> LaunchSpec:
+    """A LaunchSpec on three fresh free ports."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(3)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        http_port, grpc_port, metrics_port = (sock.getsockname()[1] for sock in sockets)
+    return LaunchSpec(
+        repository=repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2+2-layer T5 with d_model 32 and a 1,024-token vocabulary (decodable)."""
+    return session_t5(tmp_path_factory, "tiny", TINY_T5, decodable=True)
+
+
+@pytest.fixture(scope="session")
+def small_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2+2-layer T5 with d_model 64 and flan-t5's 32,128-token vocabulary (decodable)."""
+    return session_t5(tmp_path_factory, "small", SMALL_T5, decodable=True)
+
+
+@pytest.fixture(scope="session")
+def flan_t5_small_arch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A T5 with exactly flan-t5-small's architecture and random weights (none zeroed)."""
+    return session_t5(tmp_path_factory, "flan-small-arch", FLAN_T5_SMALL)
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_onnx(tiny_t5: Path) -> Path:
+    """The tiny T5 exported to encoder / decoder / decoder-with-past ONNX files (fp32)."""
+    from model_repo_builder.export.seq2seq_export import export_seq2seq
+
+    directory = tiny_t5.with_name(f"{tiny_t5.name}-onnx")
+    if not (directory / "decoder_with_past_model.onnx").is_file():
+        export_seq2seq(tiny_t5, directory)
+    return directory
