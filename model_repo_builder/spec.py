@@ -17,6 +17,12 @@ from model_repo_builder.errors import SpecError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEVICE_KINDS = ("cpu", "gpu")
+# How a text-to-text generation model batches: whole requests run to completion together, or
+# sequences join and leave the running batch at every decode step. Embedding models ignore it.
+# Continuous is the default: on bench/bench_seq2seq.py (flan-t5-small, 20 clients) it gave more
+# tokens/s and a lower median latency than request-level batching (bench/results/seq2seq.md).
+BATCHING_MODES = ("request", "continuous")
+DEFAULT_BATCHING = "continuous"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -56,6 +62,7 @@ class BuildSpec:
     max_length: int | None = None
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    batching: str = DEFAULT_BATCHING
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
@@ -64,6 +71,7 @@ class BuildSpec:
             validate_model_name(self.name)
         _require_choice("--precision", self.precision, PRECISIONS)
         _require_choice("--kind", self.kind, DEVICE_KINDS)
+        _require_choice("--batching", self.batching, BATCHING_MODES)
         _require_int_at_least("--instances", self.instances, 1)
         _require_int_at_least("--max-batch-size", self.max_batch_size, 1)
         _require_int_at_least("--max-queue-delay-us", self.max_queue_delay_us, 0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from model_repo_builder.spec import DEVICE_KINDS, PRECISIONS
+from model_repo_builder.spec import BATCHING_MODES, DEFAULT_BATCHING, DEVICE_KINDS, PRECISIONS
 
 
 @click.command("build")
@@ -47,6 +47,13 @@ from model_repo_builder.spec import DEVICE_KINDS, PRECISIONS
     type=int,
     default=None,
     help="ONNX Runtime threads per instance (default: cores / instances).",
+)
+@click.option(
+    "--batching",
+    type=click.Choice(BATCHING_MODES),
+    default=None,
+    help=f"Text generation only: request (a batch runs to completion) or continuous (new requests "
+    f"join the running batch at the next decode step). Default {DEFAULT_BATCHING}.",
 )
 @click.option("--max-length", type=int, default=None, help="Token limit; longer texts are truncated.")
 @click.option("--allow-pickle", is_flag=True, default=None, help="Allow loading pickle-based *.bin weights.")

@@ -2,7 +2,8 @@
 
 optimum's exporter (task `text2text-generation-with-past`, no post-processing) writes the encoder, the
 decoder without past (first step; it also returns the cross-attention keys/values) and the decoder
-with past (every later step). The decoders are kept as two files rather than merged into one graph
+with past (every later step), which gets a self-attention mask input for continuous batching
+(export/seq2seq_mask.py). The decoders are kept as two files rather than merged into one graph
 with an `If` node: the serving loop calls each for what it is, and each is verified on its own.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from model_repo_builder.errors import ExportError
 from model_repo_builder.export.quantize import apply_precision
+from model_repo_builder.export.seq2seq_mask import add_self_attention_mask
 from model_repo_builder.templates.seq2seq.generation import (
     DECODER_FILE,
     DECODER_WITH_PAST_FILE,
@@ -71,6 +73,7 @@ def export_seq2seq(model_dir: Path, output_dir: Path) -> Seq2SeqOnnx:
     missing = [name for name, path in exported.files().items() if not path.is_file()]
     if missing:
         raise ExportError(f"ONNX export of {model_dir} did not produce {', '.join(missing)} in {output_dir}")
+    add_self_attention_mask(exported.decoder_with_past)
     return exported
 
 

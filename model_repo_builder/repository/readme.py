@@ -69,8 +69,7 @@ Tokens as they are made: send the same inputs, one prompt per request, to `{stre
 gRPC streaming (a decoupled model, one instance): one response per token (`TEXT` delta and
 `TOKEN_IDS` [1, 1]), then an empty final response. It reads `{name}`'s ONNX files.
 
-Requests that arrive together are generated as one batch with a KV cache; finished sequences leave
-the batch at once. Limits: at most {max_batch_size} prompts per request; at most {max_queue_size}
+{batching}. Limits: at most {max_batch_size} prompts per request; at most {max_queue_size}
 requests wait in the queue, beyond that the server answers 503 (HTTP) / UNAVAILABLE (gRPC) at once.
 Empty or non-UTF-8 prompts, prompts longer than {max_input_tokens} tokens (they are rejected, not
 truncated) and out-of-range parameters are answered with 400 / INVALID_ARGUMENT.
@@ -93,7 +92,17 @@ def _generation_fields(options: dict[str, Any], model: dict[str, Any]) -> dict[s
         "default_max_new_tokens": model["default_max_new_tokens"],
         "max_new_tokens_limit": model["max_new_tokens_limit"],
         "streaming_model": model["streaming_model"],
+        # Repositories built before `--batching` existed batch per request.
+        "batching": _BATCHING_TEXT[model.get("batching", "request")],
     }
+
+
+_BATCHING_TEXT = {
+    "request": "Requests that arrive together are generated as one batch with a KV cache; finished "
+    "sequences leave\nthe batch at once",
+    "continuous": "Continuous batching (`--batching continuous`, the default): a request joins the running "
+    "batch at the\nnext decode step, and finished sequences leave it at once",
+}
 
 
 # task → (how to call it, the fields that text needs from the built model)

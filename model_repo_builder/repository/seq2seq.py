@@ -2,8 +2,11 @@
 
 One python-backend model holds the tokenizer and three ONNX files (encoder, decoder, decoder with
 past) and runs the decode loop itself (`templates/seq2seq/generation.py`). Dynamic batching hands
-each execute() the requests that arrived together; they are generated as one batch with a KV cache,
-and `--instances N` gives N independent copies, each with cores / N ONNX Runtime threads.
+the model the requests that arrived together, and `--instances N` gives N independent copies, each
+with cores / N ONNX Runtime threads. By default (`--batching continuous`) each copy runs an
+iteration-level loop (templates/seq2seq/continuous.py): requests join the running batch at the next
+decode step. With `--batching request` each execute() generates its requests as one batch with a KV
+cache, to completion.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from model_repo_builder.templates.seq2seq.generation import (
 
 LOGGER = logging.getLogger(__name__)
 
-TEMPLATE_FILES = ("model.py", "generation.py")
+TEMPLATE_FILES = ("model.py", "generation.py", "continuous.py")
 STREAM_SUFFIX = "_stream"
 # The streaming variant answers one prompt per request, token by token; one instance of it sits
 # beside the batched model's `--instances`.
@@ -169,6 +172,9 @@ def build_seq2seq(spec: BuildSpec, source: ResolvedModel, name: str, staging: Pa
         "intra_op_threads": spec.resolved_threads_per_instance(),
         "allow_spinning": False,
         "precision": spec.precision,
+        "batching": spec.batching,
+        # Continuous batching admits new sequences while fewer than this many are running.
+        "max_running": spec.max_batch_size,
     }
     with tempfile.TemporaryDirectory(prefix="trb-export-") as scratch_name:
         scratch = Path(scratch_name)
@@ -221,6 +227,7 @@ def build_seq2seq(spec: BuildSpec, source: ResolvedModel, name: str, staging: Pa
             "eos_token_id": generation.eos_token_id,
             "files": sorted(served.files()),
             "streaming_model": stream_name,
+            "batching": spec.batching,
         },
         verification=report.as_dict(),
     )

@@ -134,7 +134,11 @@ def stream(
 
 @pytest.fixture(scope="module")
 def small_fp32(tmp_path_factory: pytest.TempPathFactory, small_t5: Path) -> BuildResult:
-    return session_build(tmp_path_factory, small_t5, precision="fp32", instances=2, name="t5-small")
+    # Request-level batching: these tests count batched executions; the default, continuous batching,
+    # is covered by test_seq2seq_continuous_e2e.py and the flan-t5-small test below.
+    return session_build(
+        tmp_path_factory, small_t5, precision="fp32", instances=2, name="t5-small", batching="request"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -275,10 +279,12 @@ def test_manifest_records_task_verification_and_files(small_fp32: BuildResult) -
         "decoder.logits",
         "decoder_with_past.logits",
     }
-    for part in ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "generation.py"):
+    parts = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "generation.py")
+    for part in (*parts, "continuous.py"):
         assert f"t5-small/1/{part}" in manifest.files
     streaming_files = sorted(path for path in manifest.files if path.startswith("t5-small_stream/"))
     assert streaming_files == [
+        "t5-small_stream/1/continuous.py",
         "t5-small_stream/1/generation.py",
         "t5-small_stream/1/model.py",
         "t5-small_stream/config.pbtxt",

@@ -159,6 +159,11 @@ def test_readme_describes_the_generation_interface() -> None:
     assert "rejected, not\ntruncated" in readme
     assert "EMBEDDING" not in readme
     assert "`flan-t5_stream`" in readme
+    assert "generated as one batch" in readme
+    continuous = render_readme(
+        "flan-t5", options, {**model, "batching": "continuous"}, "repos/flan-t5", task=TEXT2TEXT_GENERATION
+    )
+    assert "--batching continuous" in continuous and "generated as one batch" not in continuous
 
 
 def test_streaming_variant_is_decoupled_with_one_instance_and_no_warmup() -> None:
@@ -192,3 +197,12 @@ def test_offline_alias_without_weights_fails_cleanly_and_writes_nothing(tmp_path
     assert "--model-dir" in result.output
     assert "Traceback" not in result.output
     assert not output.exists() or not any(output.iterdir())
+
+
+def test_batching_option_is_offered_and_a_bad_value_is_a_usage_error(tmp_path) -> None:
+    help_text = CliRunner().invoke(main, ["build", "--help"]).output
+    assert "--batching [request|continuous]" in help_text
+    result = CliRunner().invoke(main, ["build", "flan-t5", "--batching", "iteration", "-o", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "iteration" in result.output and "Traceback" not in result.output
+    assert BuildSpec(source="x").batching == "continuous"

@@ -41,6 +41,7 @@ def test_instances_zero_names_the_flag_and_the_value():
         ("precision", "int4", "--precision"),
         ("precision", "FP32", "--precision"),
         ("kind", "tpu", "--kind"),
+        ("batching", "iteration", "--batching"),
         ("name", "bad name", "--name"),
         ("name", ".hidden", "--name"),
         ("name", "x" * 65, "--name"),

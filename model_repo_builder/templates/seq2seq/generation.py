@@ -26,6 +26,10 @@ TOKEN_PADDING = -1
 PROMPT_INPUT = "PROMPT"
 TEXT_OUTPUT = "TEXT"
 TOKEN_IDS_OUTPUT = "TOKEN_IDS"
+# Added to the exported decoder-with-past (export/seq2seq_mask.py): an additive mask over its
+# self-attention keys, so rows whose caches hold different numbers of tokens can share a call.
+SELF_ATTENTION_BIAS_INPUT = "decoder_attention_bias"
+MASKED = np.finfo(np.float32).min
 
 
 StepCallback = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
@@ -226,7 +230,12 @@ def _session(path: str, settings: GeneratorSettings) -> Any:
     return ort.InferenceSession(path, options, providers=providers)
 
 
-_ORT_TO_NUMPY = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32}
+_ORT_TO_NUMPY = {
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+}
 
 
 class Seq2SeqGenerator:
@@ -314,11 +323,31 @@ class Seq2SeqGenerator:
         }
         return outputs[0], cache
 
+    @property
+    def accepts_self_attention_mask(self) -> bool:
+        """Whether decoder-with-past takes `decoder_attention_bias` (needed by continuous batching)."""
+        return SELF_ATTENTION_BIAS_INPUT in self._input_types[self.decoder_with_past]
+
     def next_step(
-        self, tokens: np.ndarray, mask: np.ndarray, cache: dict[str, np.ndarray]
+        self,
+        tokens: np.ndarray,
+        mask: np.ndarray,
+        cache: dict[str, np.ndarray],
+        self_bias: np.ndarray | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Run the decoder with past on one new token per row; return logits and the updated cache."""
+        """Run the decoder with past on one new token per row; return logits and the updated cache.
+
+        `self_bias` [batch, 1, 1, past + 1] masks padded self-attention slots (continuous batching);
+        without it every cached position is attended to.
+        """
         feeds = {"input_ids": tokens.reshape(-1, 1), "encoder_attention_mask": mask, **cache}
+        if self.accepts_self_attention_mask:
+            if self_bias is None:
+                past = next(v for k, v in cache.items() if k.endswith(".decoder.key")).shape[2]
+                self_bias = np.zeros((len(tokens), 1, 1, past + 1), dtype=np.float32)
+            feeds[SELF_ATTENTION_BIAS_INPUT] = self_bias
+        elif self_bias is not None:
+            raise ValueError("this decoder-with-past has no self-attention mask input")
         outputs = self.decoder_with_past.run(None, self._feeds(self.decoder_with_past, feeds))
         # decoder-with-past returns the self-attention cache only; the cross-attention part is constant.
         updated = dict(cache)

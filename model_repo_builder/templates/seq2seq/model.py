@@ -4,6 +4,11 @@ Every request of a dynamic batch is validated on its own, so a bad request gets 
 error while the others are answered normally. The valid ones are generated together: one encoder
 call and one batched, KV-cached decode loop per execute(), finished sequences leaving the batch.
 
+With the `batching` parameter set to `continuous`, execute() only queues the requests and returns; a
+background thread runs the iteration-level loop of continuous.py (new requests join the running
+batch at the next decode step) and answers each request through its response sender once all its
+prompts are done (one response per request, so the model stays non-decoupled).
+
 The same file serves the streaming variant (decoupled transaction policy): there each request holds
 one prompt and gets one response per generated token (its text delta and id), then an empty final
 response. The streaming model loads the ONNX files of the model named by its `weights_model`
@@ -12,7 +17,9 @@ parameter, so the repository holds them once.
 
 import json
 import os
+import queue
 import sys
+import threading
 
 # The tritonserver bundled in the nvidia-pytriton wheel embeds the system libpython, whose sys.path
 # does not include the virtual environment trb runs from; the launcher passes it in TRB_PYTHONPATH.
@@ -23,6 +30,7 @@ for _entry in os.environ.get("TRB_PYTHONPATH", "").split(os.pathsep):
 
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
+from continuous import ContinuousBatch  # noqa: E402
 from generation import (  # noqa: E402
     DECODER_FILE,
     DECODER_WITH_PAST_FILE,
@@ -70,6 +78,19 @@ class TritonPythonModel:
             os.path.join(version_dir, "tokenizer.json"),
             settings,
         )
+        self.continuous = not self.decoupled and parameters.get("batching", "request") == "continuous"
+        if self.continuous:
+            self._max_running = int(parameters.get("max_running", "32"))
+            self._queue = queue.Queue()
+            self._stopping = threading.Event()
+            self._loop = threading.Thread(target=self._run_continuous, name="trb-continuous", daemon=True)
+            self._loop.start()
+
+    def finalize(self):
+        """Stop the continuous-batching loop (requests still queued are answered with an error)."""
+        if getattr(self, "continuous", False):
+            self._stopping.set()
+            self._loop.join(timeout=30)
 
     def _parse(self, request):
         prompts = decode_prompts(pb_utils.get_input_tensor_by_name(request, PROMPT_INPUT).as_numpy())
@@ -81,6 +102,9 @@ class TritonPythonModel:
         """Answer each request with its own rows of one batched generation (or stream them)."""
         if self.decoupled:
             self._stream(requests)
+            return None
+        if self.continuous:
+            self._enqueue(requests)
             return None
         responses = [None] * len(requests)
         token_ids, params, owners = [], [], []
@@ -164,3 +188,104 @@ class TritonPythonModel:
             for row, sender in enumerate(senders):
                 if row not in closed:
                     sender.send(pb_utils.InferenceResponse(error=failure), flags=final)
+
+    def _enqueue(self, requests):
+        """Validate each request and queue it for the continuous loop; answer bad ones at once."""
+        final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                request_ids, request_params_ = self._parse(request)
+            except InvalidRequestError as error:
+                error_response = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
+                )
+                sender.send(error_response, flags=final)
+                continue
+            self._queue.put(_Pending(sender, request_ids, request_params_))
+
+    def _run_continuous(self):
+        """Admit queued prompts between decode steps until finalize(); answer each request when done."""
+        batch = ContinuousBatch(self.generator)
+        waiting = []  # prompts queued but not yet admitted: (pending, row)
+        open_requests = set()
+        while not self._stopping.is_set():
+            try:
+                if not waiting and not len(batch):
+                    waiting.extend(self._queue.get(timeout=0.1).rows())
+                while True:
+                    waiting.extend(self._queue.get_nowait().rows())
+            except queue.Empty:
+                pass
+            try:
+                waiting = [(pending, row) for pending, row in waiting if not pending.closed]
+                room = max(0, self._max_running - len(batch))
+                admitted, waiting = waiting[:room], waiting[room:]
+                events = []
+                if admitted:
+                    open_requests.update(pending for pending, _ in admitted)
+                    events += batch.admit(
+                        [pending.token_ids[row] for pending, row in admitted],
+                        [pending.params[row] for pending, row in admitted],
+                        admitted,
+                    )
+                events += batch.step()
+                for event in events:
+                    if event.done:
+                        pending, row = event.tag
+                        if pending.finish(row, event.tokens, self.generator.detokenize):
+                            open_requests.discard(pending)
+            except Exception as error:  # every open request must still be answered, with the reason
+                pb_utils.Logger.log_error(f"continuous generation failed: {error!r}")
+                for pending in open_requests:
+                    pending.fail(f"generation failed: {error}")
+                open_requests.clear()
+                batch = ContinuousBatch(self.generator)
+        for pending in open_requests | {pending for pending, _ in waiting}:
+            pending.fail("the model is being unloaded")
+        while not self._queue.empty():
+            self._queue.get_nowait().fail("the model is being unloaded")
+
+
+class _Pending:
+    """One request in the continuous loop: its prompts and the ids generated for each so far."""
+
+    def __init__(self, sender, token_ids, params):
+        self.sender, self.token_ids, self.params = sender, token_ids, params
+        self.results = [None] * len(token_ids)
+        self.remaining = len(token_ids)
+        self.closed = False  # answered (with an error): rows still running are dropped silently
+
+    def rows(self):
+        return [(self, row) for row in range(len(self.token_ids))]
+
+    def finish(self, row, tokens, detokenize):
+        """Record prompt `row`'s ids; send the response when it was the last one. True once sent."""
+        if self.closed:
+            return True
+        self.results[row] = list(tokens)
+        self.remaining -= 1
+        if self.remaining:
+            return False
+        self.closed = True
+        texts = np.array([[detokenize(ids).encode("utf-8")] for ids in self.results], dtype=np.object_)
+        response = pb_utils.InferenceResponse(
+            [
+                pb_utils.Tensor(TEXT_OUTPUT, texts),
+                pb_utils.Tensor(TOKEN_IDS_OUTPUT, pad_token_rows(self.results)),
+            ]
+        )
+        try:
+            self.sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception as error:  # a client gone away must not fail the other running requests
+            pb_utils.Logger.log_error(f"could not send a response: {error!r}")
+        return True
+
+    def fail(self, message):
+        if self.closed:
+            return
+        self.closed = True
+        error = pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL)
+        self.sender.send(
+            pb_utils.InferenceResponse(error=error), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        )

@@ -1,0 +1,182 @@
+"""Iteration-level ("continuous") batching: sequences join and leave the running batch at every step.
+
+Request-level batching decodes one batch to completion, so a request that arrives meanwhile waits for
+the slowest sequence in it. Here each call of `step()` runs one decoder-with-past call over every
+running sequence, whatever step each is at; `admit()` encodes newcomers and runs their first step,
+and they join the batch for the next one. Finished sequences leave at once.
+
+Rows whose self-attention caches hold different numbers of tokens share the call by left-padding the
+shorter caches and masking the padding (`decoder_attention_bias`, added at export by
+export/seq2seq_mask.py). T5's position bias depends only on relative position, so each row computes
+what it would alone; the cross-attention caches are right-padded and masked like the encoder batch.
+Pure NumPy over `Seq2SeqGenerator`, so tests drive it in-process. Copied next to `model.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+if __package__:  # imported from the trb package (tests)
+    from .generation import MASKED, GenerationParams, Seq2SeqGenerator, choose_tokens
+else:  # copied next to generation.py in a repository
+    from generation import MASKED, GenerationParams, Seq2SeqGenerator, choose_tokens  # type: ignore[no-redef]
+
+
+@dataclass
+class _Running:
+    tag: Hashable
+    params: GenerationParams
+    rng: np.random.Generator | None
+    encoder_length: int
+    tokens: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """One token made for the sequence `tag`; `done` when it ended the sequence (then `tokens` is all)."""
+
+    tag: Hashable
+    token: int
+    done: bool
+    tokens: tuple[int, ...]
+
+
+class ContinuousBatch:
+    """The running batch: its sequences, their KV caches and the next input token of each."""
+
+    def __init__(self, generator: Seq2SeqGenerator):
+        if not generator.accepts_self_attention_mask:
+            raise ValueError(
+                "continuous batching needs a decoder-with-past with a self-attention mask; rebuild the "
+                "repository with this version of trb"
+            )
+        self.generator = generator
+        self._rows: list[_Running] = []
+        self._lengths = np.zeros(0, dtype=np.int64)  # real self-attention cache tokens of each row
+        self._next = np.zeros(0, dtype=np.int64)
+        self._encoder_mask = np.zeros((0, 0), dtype=np.int64)
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def admit(
+        self, token_ids: Sequence[Sequence[int]], params: Sequence[GenerationParams], tags: Sequence[Hashable]
+    ) -> list[StepEvent]:
+        """Encode new prompts and make their first token; those not finished join the running batch."""
+        if not token_ids:
+            return []
+        generator = self.generator
+        hidden, mask = generator.encode(token_ids)
+        start = np.full((len(token_ids), 1), generator.settings.decoder_start_token_id, dtype=np.int64)
+        logits, cache = generator.first_step(start, hidden, mask)
+        rows = [
+            _Running(
+                tag=tag,
+                params=row_params,
+                rng=np.random.default_rng(row_params.seed) if row_params.do_sample else None,
+                encoder_length=len(ids),
+            )
+            for tag, row_params, ids in zip(tags, params, token_ids, strict=True)
+        ]
+        tokens = choose_tokens(logits[:, -1, :], [r.params for r in rows], [r.rng for r in rows])
+        events, done = self._record(rows, tokens)
+        keep = ~done
+        if keep.any():
+            self._join(
+                [row for row, kept in zip(rows, keep, strict=True) if kept],
+                tokens[keep],
+                mask[keep],
+                {name: value[keep] for name, value in cache.items()},
+            )
+        return events
+
+    def step(self) -> list[StepEvent]:
+        """One decoder-with-past call over every running sequence; return the token each made."""
+        if not self._rows:
+            return []
+        past = self._past_length()
+        bias = np.zeros((len(self._rows), 1, 1, past + 1), dtype=np.float32)
+        for index, length in enumerate(self._lengths):
+            bias[index, 0, 0, : past - int(length)] = MASKED
+        logits, self._cache = self.generator.next_step(self._next, self._encoder_mask, self._cache, bias)
+        self._lengths = self._lengths + 1
+        tokens = choose_tokens(logits[:, -1, :], [r.params for r in self._rows], [r.rng for r in self._rows])
+        events, done = self._record(self._rows, tokens)
+        self._next = tokens
+        if done.any():
+            self._keep(~done)
+        return events
+
+    def _record(self, rows: Sequence[_Running], tokens: np.ndarray) -> tuple[list[StepEvent], np.ndarray]:
+        eos = self.generator.settings.eos_token_id
+        events, done = [], np.zeros(len(rows), dtype=bool)
+        for index, (row, token) in enumerate(zip(rows, tokens, strict=True)):
+            row.tokens.append(int(token))
+            done[index] = int(token) == eos or len(row.tokens) >= row.params.max_new_tokens
+            events.append(StepEvent(row.tag, int(token), bool(done[index]), tuple(row.tokens)))
+        return events, done
+
+    def _past_length(self) -> int:
+        return int(next(v for k, v in self._cache.items() if _is_self(k)).shape[2])
+
+    def _join(
+        self, rows: list[_Running], tokens: np.ndarray, mask: np.ndarray, cache: dict[str, np.ndarray]
+    ) -> None:
+        if not self._rows:
+            self._rows, self._next, self._encoder_mask, self._cache = rows, tokens, mask, cache
+            self._lengths = np.ones(len(rows), dtype=np.int64)
+            return
+        past = max(self._past_length(), 1)
+        encoder = max(self._encoder_mask.shape[1], mask.shape[1])
+        merged = {}
+        for name, value in self._cache.items():
+            if _is_self(name):
+                merged[name] = np.concatenate([_pad_left(value, past), _pad_left(cache[name], past)])
+            else:
+                merged[name] = np.concatenate([_pad_right(value, encoder), _pad_right(cache[name], encoder)])
+        self._cache = merged
+        self._encoder_mask = np.concatenate(
+            [_pad_mask(self._encoder_mask, encoder), _pad_mask(mask, encoder)]
+        )
+        self._rows = self._rows + rows
+        self._next = np.concatenate([self._next, tokens])
+        self._lengths = np.concatenate([self._lengths, np.ones(len(rows), dtype=np.int64)])
+
+    def _keep(self, keep: np.ndarray) -> None:
+        """Drop finished rows, then the cache columns no remaining row uses."""
+        self._rows = [row for row, kept in zip(self._rows, keep, strict=True) if kept]
+        self._next, self._lengths = self._next[keep], self._lengths[keep]
+        if not self._rows:
+            self._cache, self._encoder_mask = {}, np.zeros((0, 0), dtype=np.int64)
+            return
+        past = self._past_length()
+        longest = int(self._lengths.max())
+        encoder = max(row.encoder_length for row in self._rows)
+        self._encoder_mask = self._encoder_mask[keep, :encoder]
+        self._cache = {
+            name: value[keep, :, past - longest :, :] if _is_self(name) else value[keep, :, :encoder, :]
+            for name, value in self._cache.items()
+        }
+
+
+def _is_self(cache_name: str) -> bool:
+    return ".decoder." in cache_name
+
+
+def _pad_left(value: np.ndarray, length: int) -> np.ndarray:
+    missing = length - value.shape[2]
+    return value if missing == 0 else np.pad(value, ((0, 0), (0, 0), (missing, 0), (0, 0)))
+
+
+def _pad_right(value: np.ndarray, length: int) -> np.ndarray:
+    missing = length - value.shape[2]
+    return value if missing == 0 else np.pad(value, ((0, 0), (0, 0), (0, missing), (0, 0)))
+
+
+def _pad_mask(mask: np.ndarray, length: int) -> np.ndarray:
+    missing = length - mask.shape[1]
+    return mask if missing == 0 else np.pad(mask, ((0, 0), (0, missing)))

@@ -1,0 +1,117 @@
+"""A repository built with the default `--batching continuous` on the real tritonserver.
+
+Requests join the running batch at the next decode step: fp32 greedy ids of staggered concurrent
+requests must equal transformers' `generate`, and a short request sent while a long one is running
+must come back first.
+"""
+
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from seq2seq_fixtures import PROMPTS, launch_spec, session_build, small_t5  # noqa: F401  (fixtures)
+from test_seq2seq_e2e import Reference, generate
+
+from model_repo_builder.build import BuildResult
+from model_repo_builder.runtime.server import TritonServer
+
+pytestmark = pytest.mark.integration
+
+MODEL = "t5-cb"
+LONG_TOKENS = 160
+
+
+@pytest.fixture(scope="module")
+def continuous_build(tmp_path_factory: pytest.TempPathFactory, small_t5: Path) -> BuildResult:
+    return session_build(tmp_path_factory, small_t5, precision="fp32", name=MODEL)  # the default: continuous
+
+
+@pytest.fixture(scope="module")
+def continuous_server(continuous_build: BuildResult) -> Iterator[TritonServer]:
+    with TritonServer(launch_spec(continuous_build.repository)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def reference(small_t5: Path) -> Reference:
+    return Reference(small_t5)
+
+
+def test_manifest_and_config_record_continuous_batching(continuous_build: BuildResult) -> None:
+    config = (continuous_build.repository / MODEL / "config.pbtxt").read_text()
+    assert 'key: "batching"' in config and 'string_value: "continuous"' in config
+    assert (continuous_build.repository / MODEL / "1" / "continuous.py").is_file()
+
+
+def test_staggered_concurrent_requests_equal_hf_generate(
+    continuous_server: TritonServer, reference: Reference
+) -> None:
+    jobs = [(PROMPTS[i % len(PROMPTS)], 3 + (7 * i) % 19) for i in range(10)]
+    expected = [reference.ids(prompt, limit) for prompt, limit in jobs]
+
+    def one(index: int) -> list[int]:
+        time.sleep(0.03 * index)  # arrivals spread over several decode steps
+        prompt, limit = jobs[index]
+        protocol = ("http", "grpc")[index % 2]
+        limits = ("INT32", [limit])
+        return generate(continuous_server, MODEL, [prompt], protocol, MAX_NEW_TOKENS=limits)[1][0]
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        served = list(pool.map(one, range(len(jobs))))
+    assert served == expected
+
+
+def test_a_short_request_sent_during_a_long_one_finishes_first(
+    continuous_server: TritonServer, reference: Reference
+) -> None:
+    # A prompt the model does not end early, so the long request really runs LONG_TOKENS steps.
+    long_prompt = next(p for p in PROMPTS if len(reference.ids(p, LONG_TOKENS)) == LONG_TOKENS)
+    finished: list[str] = []
+
+    def run(label: str, prompt: str, limit: int, delay: float) -> list[int]:
+        time.sleep(delay)
+        ids = generate(continuous_server, MODEL, [prompt], MAX_NEW_TOKENS=("INT32", [limit]))[1][0]
+        finished.append(label)
+        return ids
+
+    with ThreadPoolExecutor(2) as pool:
+        long_ids = pool.submit(run, "long", long_prompt, LONG_TOKENS, 0.0)
+        short_ids = pool.submit(run, "short", PROMPTS[2], 3, 0.15)
+        assert short_ids.result() == reference.ids(PROMPTS[2], 3)
+        assert long_ids.result() == reference.ids(long_prompt, LONG_TOKENS)
+    assert finished == ["short", "long"]
+
+
+def test_a_bad_request_is_rejected_and_the_loop_keeps_serving(
+    continuous_server: TritonServer, reference: Reference
+) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException, match="MAX_NEW_TOKENS"):
+        generate(continuous_server, MODEL, [PROMPTS[0]], MAX_NEW_TOKENS=("INT32", [0]))
+    prompts = [PROMPTS[0], PROMPTS[3]]
+    ids = generate(continuous_server, MODEL, prompts, MAX_NEW_TOKENS=("INT32", [5, 9]))[1]
+    assert ids == [reference.ids(PROMPTS[0], 5), reference.ids(PROMPTS[3], 9)]
+
+
+def test_sampling_with_a_seed_is_reproducible_while_other_requests_run(
+    continuous_server: TritonServer,
+) -> None:
+    sampling = {
+        "MAX_NEW_TOKENS": ("INT32", [10]),
+        "DO_SAMPLE": ("BOOL", [True]),
+        "TEMPERATURE": ("FP32", [1.3]),
+        "SEED": ("INT64", [42]),
+    }
+    alone = generate(continuous_server, MODEL, [PROMPTS[1]], **sampling)
+    with ThreadPoolExecutor(2) as pool:
+        busy = pool.submit(generate, continuous_server, MODEL, [PROMPTS[4]], MAX_NEW_TOKENS=("INT32", [40]))
+        time.sleep(0.05)
+        assert generate(continuous_server, MODEL, [PROMPTS[1]], **sampling) == alone
+        busy.result()
