@@ -75,7 +75,7 @@ class BuildSpec:
         _require_int_at_least("--instances", self.instances, 1)
         _require_int_at_least("--max-batch-size", self.max_batch_size, 1)
         _require_int_at_least("--max-queue-delay-us", self.max_queue_delay_us, 0)
-        _require_int_at_least("--max-queue-size", self.max_queue_size, 1)
+        _require_int_at_least("--max-queue-size", self.max_queue_size, 0)
         if self.threads_per_instance is not None:
             _require_int_at_least("--threads-per-instance", self.threads_per_instance, 1)
         if self.max_length is not None:

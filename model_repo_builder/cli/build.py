@@ -40,7 +40,7 @@ from model_repo_builder.spec import BATCHING_MODES, DEFAULT_BATCHING, DEVICE_KIN
     "--max-queue-size",
     type=int,
     default=None,
-    help="Requests allowed to wait; more are rejected with 503 (default 256).",
+    help="Requests allowed to wait; more are rejected with 503 (default 256; 0: unbounded, no policy).",
 )
 @click.option(
     "--threads-per-instance",

@@ -8,7 +8,9 @@ request), from which the exact latency distribution of the requests it measured 
 perf_analyzer measures in windows and, once the last three agree within the stability percentage,
 reports those three merged. Its percentiles are nearest-rank; the ones computed here interpolate
 (`analysis.percentile`) over the same requests: those whose response arrived inside the last
-three windows, which is how perf_analyzer selects them.
+three windows, which is how perf_analyzer selects them. A `request_count` run is one window with
+no stability check, whose length perf_analyzer rounds up to whole seconds; its throughput is
+therefore computed from the requests' own timestamps.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from model_repo_builder.errors import InferenceError, SpecError, TrbError
 from model_repo_builder.perf import analysis, metrics
 from model_repo_builder.perf.perf_analyzer import (
     EXPORT_NAME,
+    EmptyWindowError,
     PerfResult,
     PerfRun,
     UnstableMeasurementError,
@@ -42,8 +43,6 @@ from model_repo_builder.spec import LaunchSpec, SweepSpec
 LOGGER = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
-# perf_analyzer's advice when not one request completed inside a measurement window.
-_WINDOW_TOO_SHORT = "larger time window"
 DEFAULT_PROMPTS = (
     "A man is eating food while reading the morning newspaper at the kitchen table.",
     "How many replicas does the service need to handle five hundred queries per second?",
@@ -235,9 +234,7 @@ class Sweeper:
         try:
             try:
                 result = run_perf_analyzer(run, workdir)
-            except InferenceError as error:
-                if _WINDOW_TOO_SHORT not in str(error) or isinstance(error, UnstableMeasurementError):
-                    raise
+            except EmptyWindowError:
                 LOGGER.warning(
                     "%s %s %g: no request finished inside a window; retrying with 4x longer windows",
                     label,

@@ -49,21 +49,25 @@ def preferred_batch_sizes(max_batch_size: int) -> list[int]:
 def scheduling(spec: BuildSpec) -> dict[str, Any]:
     """Batching, queueing and instance settings shared by every served model trb builds.
 
-    The queue is bounded: once `max_queue_size` requests wait, new ones are rejected at once with
-    UNAVAILABLE (HTTP 503) instead of waiting behind an ever longer queue.
+    By default the queue is bounded: once `max_queue_size` requests wait, new ones are rejected at
+    once with UNAVAILABLE (HTTP 503) instead of waiting behind an ever longer queue. `max_queue_size`
+    0 leaves the queue unbounded and writes no queue policy: in Triton 2.51 any queue policy turns off
+    the dynamic batcher's prefetching, which costs throughput on a busy CPU (see bench/results).
     """
+    batching: dict[str, Any] = {
+        "preferred_batch_size": preferred_batch_sizes(spec.max_batch_size),
+        "max_queue_delay_microseconds": spec.max_queue_delay_us,
+    }
+    if spec.max_queue_size > 0:
+        batching["default_queue_policy"] = {
+            "timeout_action": "REJECT",
+            "default_timeout_microseconds": 0,
+            "allow_timeout_override": True,
+            "max_queue_size": spec.max_queue_size,
+        }
     return {
         "max_batch_size": spec.max_batch_size,
-        "dynamic_batching": {
-            "preferred_batch_size": preferred_batch_sizes(spec.max_batch_size),
-            "max_queue_delay_microseconds": spec.max_queue_delay_us,
-            "default_queue_policy": {
-                "timeout_action": "REJECT",
-                "default_timeout_microseconds": 0,
-                "allow_timeout_override": True,
-                "max_queue_size": spec.max_queue_size,
-            },
-        },
+        "dynamic_batching": batching,
         "instance_group": [{"count": spec.instances, "kind": INSTANCE_KINDS[spec.kind]}],
     }
 

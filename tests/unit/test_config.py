@@ -173,3 +173,13 @@ def test_serialize_bytes_element_is_length_prefixed_utf8():
     encoded = model_config.serialize_bytes_element("é🚀")
     assert encoded[:4] == (6).to_bytes(4, "little")
     assert encoded[4:].decode("utf-8") == "é🚀"
+
+
+def test_zero_max_queue_size_writes_no_queue_policy() -> None:
+    from model_repo_builder.repository.config import scheduling
+    from model_repo_builder.spec import BuildSpec
+
+    bounded = scheduling(BuildSpec(source="minilm", max_queue_size=8))["dynamic_batching"]
+    assert bounded["default_queue_policy"]["max_queue_size"] == 8
+    unbounded = scheduling(BuildSpec(source="minilm", max_queue_size=0))["dynamic_batching"]
+    assert "default_queue_policy" not in unbounded and unbounded["max_queue_delay_microseconds"] == 1000

@@ -35,7 +35,7 @@ def test_instances_zero_names_the_flag_and_the_value():
         ("instances", 1.5, "--instances"),
         ("max_batch_size", 0, "--max-batch-size"),
         ("max_queue_delay_us", -1, "--max-queue-delay-us"),
-        ("max_queue_size", 0, "--max-queue-size"),
+        ("max_queue_size", -1, "--max-queue-size"),
         ("threads_per_instance", 0, "--threads-per-instance"),
         ("max_length", 1, "--max-length"),
         ("precision", "int4", "--precision"),
