@@ -361,6 +361,8 @@ class Sweeper:
         return entry
 
 
+# Two passes of coordinate descent: the second revisits each setting once the others have moved.
+_SEARCH_PASSES = 2
 _MEASUREMENT_FIELDS = ("load", "throughput_rps", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "avg_ms")
 
 
@@ -373,8 +375,8 @@ def search(sweeper: Sweeper, repository: Path) -> tuple[list[dict[str, Any]], di
     """Find the best scheduling under the SLO: coordinate descent over the grid, or the full grid.
 
     Coordinate descent changes one setting at a time from the current best and keeps a change only
-    if capacity improves, until a full pass changes nothing; on smooth spaces it reaches the grid's
-    best with a fraction of the configurations.
+    if capacity improves, until a pass changes nothing or after `_SEARCH_PASSES` passes; on smooth
+    spaces it reaches the grid's best with a fraction of the configurations.
     """
     spec = sweeper.spec
     axes = {
@@ -407,9 +409,9 @@ def search(sweeper: Sweeper, repository: Path) -> tuple[list[dict[str, Any]], di
             max_queue_delay_us=axes["max_queue_delay_us"][0],
         )
         best = _score(evaluate(current))
-        improved = True
-        while improved and not sweeper.budget.exhausted():
-            improved = False
+        improved, passes = True, 0
+        while improved and passes < _SEARCH_PASSES and not sweeper.budget.exhausted():
+            improved, passes = False, passes + 1
             for axis, values in axes.items():
                 for value in values:
                     candidate = dataclasses.replace(current, **{axis: value})

@@ -79,13 +79,13 @@ def test_search_comes_close_to_the_grid_with_fewer_configs(int8_repo, tmp_path: 
         slo="p99=2000ms",
         search=True,
         search_instances=(1, 2),
-        search_max_batch_sizes=(8,),
+        search_max_batch_sizes=(4, 16),
         search_queue_delays_us=(0, 2000),
     )
     grid = run_sweep(SweepSpec(**common, search_strategy="grid", output=tmp_path / "grid")).results
     descent = run_sweep(SweepSpec(**common, output=tmp_path / "descent")).results
-    assert grid["search"]["configurations_measured"] == grid["search"]["grid_size"] == 4
-    assert descent["search"]["configurations_measured"] < 4
+    assert grid["search"]["configurations_measured"] == grid["search"]["grid_size"] == 8
+    assert descent["search"]["configurations_measured"] <= 7
     assert descent["search"]["perf_analyzer_runs"] < grid["search"]["perf_analyzer_runs"]
 
     def best(results: dict) -> float:
