@@ -59,28 +59,37 @@ def _save(fig: Any, path: Path) -> bytes:
 def _plot_curves(results: dict[str, Any], path: Path) -> bytes:
     fig, ax = _figure()
     for config in results["configs"]:
-        levels = sorted(config["levels"], key=lambda level: level["load"])
-        if not levels:
-            continue
-        x = [level["throughput_rps"] for level in levels]
-        (line,) = ax.plot(x, [level["p99_ms"] for level in levels], marker="o", label=f"{config['name']} p99")
-        ax.plot(
-            x,
-            [level["p50_ms"] for level in levels],
-            linestyle="--",
-            color=line.get_color(),
-            label=f"{config['name']} p50",
-        )
-        knee = config.get("knee") or {}
-        if knee.get("found"):
-            ax.scatter(
-                [knee["throughput_rps"]],
-                [knee["p99_ms"]],
-                s=140,
-                facecolors="none",
-                edgecolors=line.get_color(),
-                linewidths=2,
+        for mode in ("concurrency", "request_rate"):
+            levels = sorted(
+                (lv for lv in config["levels"] if lv["mode"] == mode and lv.get("p99_ms") is not None),
+                key=lambda level: level["load"],
             )
+            if not levels:
+                continue
+            label = config["name"] if mode == "concurrency" else f"{config['name']} (open loop)"
+            x = [level["throughput_rps"] for level in levels]
+            style = "-" if mode == "concurrency" else ":"
+            (line,) = ax.plot(
+                x, [level["p99_ms"] for level in levels], marker="o", linestyle=style, label=f"{label} p99"
+            )
+            ax.plot(
+                x,
+                [level["p50_ms"] for level in levels],
+                marker=".",
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{label} p50",
+            )
+            knee = config.get("knee") or {}
+            if mode == "concurrency" and knee.get("found"):
+                ax.scatter(
+                    [knee["throughput_rps"]],
+                    [knee["p99_ms"]],
+                    s=140,
+                    facecolors="none",
+                    edgecolors=line.get_color(),
+                    linewidths=2,
+                )
     slo = results.get("slo")
     if slo:
         ax.axhline(slo["latency_ms"], color="red", linewidth=1, label=f"SLO p{slo['percentile']}")
