@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from rich.status import Status
 
 from model_repo_builder.spec import BATCHING_MODES, DEFAULT_BATCHING, DEVICE_KINDS, PRECISIONS
 
@@ -94,7 +98,7 @@ def command(
     click.echo(f"  next: trb launch {result.repository}")
 
 
-def _progress(message: str):  # type: ignore[no-untyped-def]
+def _progress(message: str) -> Status:
     from rich.console import Console
 
     return Console(stderr=True).status(message)
