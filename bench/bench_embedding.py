@@ -45,7 +45,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from model_repo_builder.build import build
+from common import built_repository
+
 from model_repo_builder.perf.analysis import percentile
 from model_repo_builder.perf.perf_analyzer import (
     EmptyWindowError,
@@ -56,7 +57,6 @@ from model_repo_builder.perf.perf_analyzer import (
     write_text_input_data,
 )
 from model_repo_builder.repository import config as model_config
-from model_repo_builder.repository.manifest import MANIFEST_NAME
 from model_repo_builder.repository.variants import Scheduling, make_variant
 from model_repo_builder.runtime.server import TritonServer
 from model_repo_builder.runtime.tools import TRITON_VERSION
@@ -525,17 +525,6 @@ def sweep_served(
 
 
 # --- repositories -------------------------------------------------------------------------------
-
-
-def built_repository(spec: BuildSpec, reuse: bool) -> Path:
-    """Build `spec` (or reuse an earlier build of it) and return the repository directory."""
-    assert spec.name is not None
-    repository = spec.output / spec.name
-    if reuse and (repository / MANIFEST_NAME).is_file():
-        LOGGER.info("reusing %s", repository)
-        return repository
-    LOGGER.info("building %s", spec.name)
-    return build(spec).repository
 
 
 def rerendered_copy(source: Path, name: str, target: Path, change: Callable[[dict[str, Any]], None]) -> Path:

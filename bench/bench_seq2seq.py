@@ -35,11 +35,10 @@ from typing import Any
 
 import numpy as np
 from bench_embedding import free_ports, load_average, machine_info, make_naive, rerendered_copy
+from common import built_repository
 
-from model_repo_builder.build import build
 from model_repo_builder.perf.analysis import percentile
 from model_repo_builder.perf.perf_analyzer import PerfRun, run_perf_analyzer
-from model_repo_builder.repository.manifest import MANIFEST_NAME
 from model_repo_builder.runtime.server import TritonServer
 from model_repo_builder.spec import BuildSpec, LaunchSpec
 
@@ -87,16 +86,6 @@ def make_prompts(model_dir: Path, count: int) -> list[str]:
             index += 1
         prompts.append(" ".join(words))
     return prompts
-
-
-def built(spec: BuildSpec, reuse: bool) -> Path:
-    assert spec.name is not None
-    repository = spec.output / spec.name
-    if reuse and (repository / MANIFEST_NAME).is_file():
-        LOGGER.info("reusing %s", repository)
-        return repository
-    LOGGER.info("building %s", spec.name)
-    return build(spec).repository
 
 
 def measure_hf(model_dir: Path, prompts: list[str], seconds: float) -> list[dict[str, Any]]:
@@ -291,8 +280,8 @@ def main() -> None:
     data = write_input_data(WORK / "input_data.json", prompts)
     repos = WORK / "repos"
     default_spec = BuildSpec(source=str(model_dir), output=repos / "default", name="flan")
-    default = built(default_spec, args.reuse)
-    request = built(
+    default = built_repository(default_spec, args.reuse)
+    request = built_repository(
         BuildSpec(source=str(model_dir), output=repos / "request", name="flan", batching="request"),
         args.reuse,
     )
