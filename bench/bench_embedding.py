@@ -36,7 +36,6 @@ import logging
 import os
 import platform
 import shutil
-import socket
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -58,6 +57,7 @@ from model_repo_builder.perf.perf_analyzer import (
 )
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.variants import Scheduling, make_variant
+from model_repo_builder.runtime.ports import free_ports
 from model_repo_builder.runtime.server import TritonServer
 from model_repo_builder.runtime.tools import TRITON_VERSION
 from model_repo_builder.spec import BuildSpec, LaunchSpec
@@ -432,18 +432,6 @@ class InProcess:
 
 
 # --- served -------------------------------------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the OS reports free; the sockets stay bound until all are picked, so they differ."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def launch(repository: Path) -> TritonServer:

@@ -34,11 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_embedding import free_ports, load_average, machine_info, make_naive, rerendered_copy
+from bench_embedding import load_average, machine_info, make_naive, rerendered_copy
 from common import built_repository
 
 from model_repo_builder.perf.analysis import percentile
 from model_repo_builder.perf.perf_analyzer import PerfRun, run_perf_analyzer
+from model_repo_builder.runtime.ports import free_ports
 from model_repo_builder.runtime.server import TritonServer
 from model_repo_builder.spec import BuildSpec, LaunchSpec
 

@@ -7,7 +7,6 @@ the served vectors with the source model run in-process.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from model_repo_builder.build import build
 from model_repo_builder.client import embed_texts
 from model_repo_builder.models.registry import DEFAULT_MODEL
 from model_repo_builder.models.source import resolve_source
+from model_repo_builder.runtime.ports import preferred_or_free_ports
 from model_repo_builder.runtime.server import TritonServer
 from model_repo_builder.spec import BuildSpec, LaunchSpec
 
@@ -45,22 +45,12 @@ class DemoReport:
     latency_p99_ms: float
 
 
-def _free_port_or(preferred: int) -> int:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            probe.bind(("127.0.0.1", 0))
-            return int(probe.getsockname()[1])
-
-
 def run_demo(output: Path, precision: str = "int8", requests: int = 200) -> DemoReport:
     """Build, launch, query and check the embedded default model."""
     from model_repo_builder.export.verify import reference_embeddings
 
     result = build(BuildSpec(source=DEFAULT_MODEL, output=output, precision=precision))
-    ports = [_free_port_or(p) for p in (8000, 8001, 8002)]
+    ports = preferred_or_free_ports((8000, 8001, 8002))
     spec = LaunchSpec(
         repository=result.repository, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2]
     )

@@ -7,7 +7,6 @@ use none of these fixtures and never trigger a build.
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from model_repo_builder.build import BuildResult, build
+from model_repo_builder.runtime.ports import free_ports as free_ports_helper
 from model_repo_builder.runtime.server import TritonServer
 from model_repo_builder.spec import BuildSpec, LaunchSpec
 
@@ -42,20 +42,9 @@ class BuiltRepository:
         return self.result.repository / self.result.name
 
 
-def find_free_ports(count: int = 1, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct ports the OS reports free; all sockets stay bound until every port is picked."""
-    with contextlib.ExitStack() as stack:
-        sockets = [
-            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)
-        ]
-        for sock in sockets:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-
-
 def launch_spec(repository: Path, **overrides: object) -> LaunchSpec:
     """A LaunchSpec on fresh free ports."""
-    http_port, grpc_port, metrics_port = find_free_ports(3)
+    http_port, grpc_port, metrics_port = free_ports_helper(3)
     return LaunchSpec(
         repository=repository,
         http_port=http_port,
@@ -75,7 +64,7 @@ def running_server(repository: Path) -> Iterator[TritonServer]:
 @pytest.fixture(scope="session")
 def free_ports() -> Callable[..., list[int]]:
     """`free_ports(count)`: distinct ports nothing listens on (tests use it instead of importing conftest)."""
-    return find_free_ports
+    return free_ports_helper
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import dataclasses
 import datetime
 import json
 import logging
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from model_repo_builder.perf.report import write_report
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.manifest import read_manifest
 from model_repo_builder.repository.variants import Scheduling, make_variant
+from model_repo_builder.runtime.ports import free_ports
 from model_repo_builder.runtime.server import TritonServer
 from model_repo_builder.spec import LaunchSpec, SweepSpec
 
@@ -110,12 +110,6 @@ def load_prompts(path: Path | None) -> list[str]:
     return prompts
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _string_input(repository: Path, model: str) -> str | None:
     config = model_config.parse((repository / model / "config.pbtxt").read_text(encoding="utf-8"))
     return next(
@@ -137,8 +131,9 @@ def serve(spec: SweepSpec, repository: Path | None) -> Iterator[Target]:
         )
         return
     model = read_manifest(repository).name
+    http_port, grpc_port, metrics_port = free_ports(3)
     launch = LaunchSpec(
-        repository=repository, http_port=_free_port(), grpc_port=_free_port(), metrics_port=_free_port()
+        repository=repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
     )
     with TritonServer(launch) as server:
         url = server.grpc_url if spec.protocol == "grpc" else server.http_url

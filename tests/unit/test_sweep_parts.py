@@ -158,3 +158,18 @@ def test_compare_rejects_a_non_results_file(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text("{}", encoding="utf-8")
     with pytest.raises(RepositoryError, match="not a trb sweep results.json"):
         compare(tmp_path, tmp_path, 10)
+
+
+def test_ports_are_distinct_and_a_taken_preferred_port_is_replaced() -> None:
+    import socket
+
+    from model_repo_builder.runtime.ports import free_ports, preferred_or_free_ports
+
+    ports = free_ports(3)
+    assert len(set(ports)) == 3
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        replaced = preferred_or_free_ports((busy, ports[0]))
+        assert busy not in replaced and len(set(replaced)) == 2
