@@ -222,6 +222,7 @@ class PerfResult:
             `request_count` run it is computed from the requests' timestamps, because
             perf_analyzer rounds that run's duration up to whole seconds.
         command: The perf_analyzer command line that ran.
+        latencies_us: Each measured request's latency, for histograms and exact percentiles.
     """
 
     run: PerfRun
@@ -230,6 +231,7 @@ class PerfResult:
     requests: LatencySummary
     throughput_rps: float
     command: tuple[str, ...]
+    latencies_us: tuple[float, ...] = ()
 
     @property
     def measurement(self) -> Measurement:
@@ -474,4 +476,5 @@ def read_results(run: PerfRun, workdir: Path, command: tuple[str, ...] = ()) -> 
         requests=latency_summary(exported_level.latencies_us),
         throughput_rps=throughput,
         command=command,
+        latencies_us=exported_level.latencies_us,
     )

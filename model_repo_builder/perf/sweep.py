@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -23,12 +22,10 @@ from model_repo_builder import __version__
 from model_repo_builder.errors import InferenceError, SpecError, TrbError
 from model_repo_builder.perf import analysis, metrics
 from model_repo_builder.perf.perf_analyzer import (
-    EXPORT_NAME,
     EmptyWindowError,
     PerfResult,
     PerfRun,
     UnstableMeasurementError,
-    parse_profile_export,
     run_perf_analyzer,
     write_text_input_data,
 )
@@ -166,13 +163,11 @@ def _remote_string_input(spec: SweepSpec) -> str | None:
     return next((i["name"] for i in inputs if i.get("data_type") == "TYPE_STRING"), None)
 
 
-def _level(result: PerfResult, mode: str, workdir: Path) -> dict[str, Any]:
-    measurement = result.measurement
-    export = json.loads((workdir / EXPORT_NAME).read_text(encoding="utf-8"))
-    latencies = parse_profile_export(export)[0].latencies_us
+def _level(result: PerfResult, mode: str) -> dict[str, Any]:
+    latencies = result.latencies_us
     return {
         "mode": mode,
-        **dataclasses.asdict(measurement),
+        **dataclasses.asdict(result.measurement),
         "reported": dataclasses.asdict(result.reported),
         "breakdown": dataclasses.asdict(result.breakdown),
         "requests": len(latencies),
@@ -250,7 +245,7 @@ class Sweeper:
             result = run_perf_analyzer(
                 dataclasses.replace(run, stability_percentage=1e6, max_trials=3), workdir
             )
-        return {**_level(result, mode, workdir), "stable": stable}
+        return {**_level(result, mode), "stable": stable}
 
     def curve(self, target: Target, mode: str, loads: tuple[float, ...], label: str) -> list[dict[str, Any]]:
         """Measure increasing loads; stop past the SLO, past saturation, or when the budget is spent."""
