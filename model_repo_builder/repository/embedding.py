@@ -118,7 +118,7 @@ def build_embedding(spec: BuildSpec, source: ResolvedModel, name: str, staging: 
     from model_repo_builder.export.onnx_export import export_encoder
     from model_repo_builder.export.quantize import apply_precision
     from model_repo_builder.export.verify import SAMPLE_TEXTS, compare, reference_embeddings
-    from model_repo_builder.templates.embedding.text_embedding import EmbedderSettings, TextEmbedder
+    from model_repo_builder.templates.embedding.text_embedding import EmbedderSettings, TextEmbedder, pool
 
     pipeline = read_pipeline_settings(source, spec.max_length)
     tokenizer = AutoTokenizer.from_pretrained(str(source.path), use_fast=True, trust_remote_code=False)
@@ -147,7 +147,8 @@ def build_embedding(spec: BuildSpec, source: ResolvedModel, name: str, staging: 
         )
         embedder = TextEmbedder(str(served_model), str(tokenizer_file), settings)
         candidate_hidden, candidate_mask = embedder.encode(SAMPLE_TEXTS)
-        candidate = (candidate_hidden, candidate_mask, embedder.embed(SAMPLE_TEXTS))
+        pooled = pool(candidate_hidden, candidate_mask, pipeline.pooling, pipeline.normalize)
+        candidate = (candidate_hidden, candidate_mask, pooled)
         reference = reference_embeddings(
             source.path,
             SAMPLE_TEXTS,
