@@ -7,16 +7,22 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+# Cumulative counters (a sweep reports their increase); the other tracked metrics are gauges.
+COUNTERS = frozenset(
+    {
+        "nv_inference_request_success",
+        "nv_inference_request_failure",
+        "nv_inference_count",
+        "nv_inference_exec_count",
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_input_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_compute_output_duration_us",
+    }
+)
 # Counters and gauges worth keeping: queue and compute time, request outcomes, CPU/GPU use and memory.
 TRACKED = (
-    "nv_inference_request_success",
-    "nv_inference_request_failure",
-    "nv_inference_count",
-    "nv_inference_exec_count",
-    "nv_inference_queue_duration_us",
-    "nv_inference_compute_input_duration_us",
-    "nv_inference_compute_infer_duration_us",
-    "nv_inference_compute_output_duration_us",
+    *sorted(COUNTERS),
     "nv_cpu_utilization",
     "nv_cpu_memory_used_bytes",
     "nv_gpu_utilization",

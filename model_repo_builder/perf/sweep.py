@@ -188,9 +188,13 @@ class Sweeper:
         self.measurements = 0
 
     def _input_file(self, target: Target) -> Path | None:
+        """perf_analyzer input data for the target's text input, written once per input name."""
         if target.input_name is None:
             return None
-        return write_text_input_data(self.folder / "raw" / "input_data.json", target.input_name, self.prompts)
+        path = self.folder / "raw" / f"input_data_{target.input_name}.json"
+        if not path.is_file():
+            write_text_input_data(path, target.input_name, self.prompts)
+        return path
 
     def measure(
         self,
@@ -255,7 +259,7 @@ class Sweeper:
             if self.budget.exhausted():
                 LOGGER.warning("budget spent: %s stops before %s %g", label, mode, load)
                 break
-            self.progress(f"{label}: {mode} {load:g} ({index + 1}/{len(loads)})", self._fraction())
+            self.progress(f"{label}: {mode} {load:g} ({index + 1}/{len(loads)})", self.fraction())
             try:
                 level = self.measure(target, mode, load, label)
             except InferenceError as error:
@@ -284,7 +288,8 @@ class Sweeper:
                 break
         return levels
 
-    def _fraction(self) -> float:
+    def fraction(self) -> float:
+        """Share of the budget spent (0 without a budget), for progress display."""
         if self.spec.budget_s:
             return min(1.0, self.budget.spent() / self.spec.budget_s)
         return 0.0
@@ -343,10 +348,7 @@ class Sweeper:
             after = metrics.scrape(target.metrics_url) if target.metrics_url else {}
         entry = self.analyse(name, dataclasses.asdict(scheduling) if scheduling else {}, levels)
         entry["server_metrics"] = {
-            key: after[key] - before.get(key, 0.0)
-            if "duration" in key or "count" in key or "request" in key
-            else after[key]
-            for key in after
+            key: after[key] - before.get(key, 0.0) if key in metrics.COUNTERS else after[key] for key in after
         }
         return entry
 
@@ -476,7 +478,7 @@ def _profiles(sweeper: Sweeper, repository: Path | None, best: dict[str, Any]) -
         for kind in spec.profiles:
             if sweeper.budget.exhausted():
                 break
-            sweeper.progress(f"profile {kind}", sweeper._fraction())
+            sweeper.progress(f"profile {kind}", sweeper.fraction())
             if kind == "ramp":
                 done.append(profiles.ramp(sweeper, target, users, spec.profile_duration_s))
             elif kind == "interval":
