@@ -306,7 +306,12 @@ class Sweeper:
             "settings": settings,
             "levels": levels,
             "knee": None,
-            "capacity": None,
+            "capacity": {
+                "met": False,
+                "reason": "no level was measured successfully",
+                "throughput_rps": 0.0,
+                "load": None,
+            },
         }
         if points:
             knee = analysis.find_knee(points)

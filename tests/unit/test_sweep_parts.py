@@ -173,3 +173,13 @@ def test_ports_are_distinct_and_a_taken_preferred_port_is_replaced() -> None:
         busy = taken.getsockname()[1]
         replaced = preferred_or_free_ports((busy, ports[0]))
         assert busy not in replaced and len(set(replaced)) == 2
+
+
+def test_a_config_with_no_successful_level_has_an_unmet_capacity(tmp_path: Path) -> None:
+    from model_repo_builder.perf.sweep import Sweeper
+
+    sweeper = Sweeper(SweepSpec(repository=Path("repos/x"), slo="p99=100ms"), tmp_path)
+    failed = {"mode": "concurrency", "load": 2.0, "error": "perf_analyzer failed", "throughput_rps": 0.0}
+    entry = sweeper.analyse("i1-b16-d0", {}, [failed])
+    assert entry["capacity"]["met"] is False and entry["capacity"]["throughput_rps"] == 0.0
+    assert entry["knee"] is None
