@@ -19,6 +19,7 @@ import pytest
 
 from model_repo_builder.build import BuildResult, build
 from model_repo_builder.spec import BuildSpec, LaunchSpec
+from model_repo_builder.templates.seq2seq.generation import CROSS_CACHE_FILE
 
 # The flan-t5-small architecture (google/flan-t5-small config.json).
 FLAN_T5_SMALL = {
@@ -210,6 +211,6 @@ def tiny_t5_onnx(tiny_t5: Path) -> Path:
     from model_repo_builder.export.seq2seq_export import export_seq2seq
 
     directory = tiny_t5.with_name(f"{tiny_t5.name}-onnx")
-    if not (directory / "decoder_with_past_model.onnx").is_file():
+    if not (directory / CROSS_CACHE_FILE).is_file():
         export_seq2seq(tiny_t5, directory)
     return directory

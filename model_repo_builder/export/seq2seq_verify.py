@@ -7,7 +7,9 @@ part, with transformers:
 - decoder (no past): logits of the first generated position;
 - decoder with past: logits of every later position, fed the source model's own greedy tokens
   (teacher forcing), so one early difference cannot hide or amplify later ones;
-- the served greedy loop end to end: token ids against `generate(do_sample=False, num_beams=1)`.
+- the cross-attention cache model (continuous batching): against the first-step decoder's own cache;
+- the served greedy loop end to end (request-level or continuous batching, as the repository serves):
+  token ids against `generate(do_sample=False, num_beams=1)`.
 
 Top-1 agreement is the share of positions where the served parts pick the same next token as the
 source model; it is what int8 and fp16 are judged by, since their logits legitimately move.
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from model_repo_builder.errors import VerificationError
+from model_repo_builder.templates.seq2seq.continuous import generate_together
 from model_repo_builder.templates.seq2seq.generation import GenerationParams, Seq2SeqGenerator
 
 LOGGER = logging.getLogger(__name__)
@@ -155,7 +158,7 @@ def _diffs(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
 
 
 def verify_seq2seq(
-    generator: Seq2SeqGenerator, model_dir: Path, precision: str, allow_pickle: bool
+    generator: Seq2SeqGenerator, model_dir: Path, precision: str, allow_pickle: bool, continuous: bool
 ) -> Seq2SeqReport:
     """Compare every served part with the source model; raise `VerificationError` when out of tolerance."""
     prompts = SAMPLE_PROMPTS
@@ -176,14 +179,25 @@ def verify_seq2seq(
         "decoder.logits": (reference.logits[:, 0], first),
         "decoder_with_past.logits": (reference.logits[:, 1:], later),
     }
+    if generator.cross_cache_model is not None:
+        start = np.full((len(prompts), 1), generator.settings.decoder_start_token_id, dtype=np.int64)
+        _, cache = generator.first_step(start, hidden, reference.mask)
+        cross = generator.cross_cache(hidden)
+        names = sorted(cross)
+        parts["cross_cache"] = (
+            np.stack([cache[name] for name in names]).astype(np.float32),
+            np.stack([cross[name] for name in names]),
+        )
     max_diffs, relative_diffs = {}, {}
     for name, (expected, actual) in parts.items():
         max_diffs[name], relative_diffs[name] = _diffs(expected, actual)
     served_logits = np.concatenate([first[:, None, :], later], axis=1)
     agreement = float(np.mean(served_logits.argmax(axis=-1) == reference.logits.argmax(axis=-1)))
-    greedy = generator.generate_ids(
-        token_ids, [GenerationParams(max_new_tokens=VERIFY_NEW_TOKENS)] * len(prompts)
-    )
+    greedy_params = [GenerationParams(max_new_tokens=VERIFY_NEW_TOKENS)] * len(prompts)
+    if continuous:
+        greedy = generate_together(generator, token_ids, greedy_params)
+    else:
+        greedy = generator.generate_ids(token_ids, greedy_params)
     exact = float(np.mean([ours == theirs for ours, theirs in zip(greedy, reference.generated, strict=True)]))
     report = Seq2SeqReport(
         precision=precision,

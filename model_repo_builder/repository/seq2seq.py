@@ -1,7 +1,7 @@
 """Builder for text-to-text generation repositories (T5 family): prompt in, generated text out.
 
-One python-backend model holds the tokenizer and three ONNX files (encoder, decoder, decoder with
-past) and runs the decode loop itself (`templates/seq2seq/generation.py`). Dynamic batching hands
+One python-backend model holds the tokenizer and four ONNX files (encoder, decoder, decoder with
+past, cross-attention cache) and runs the decode loop itself (`templates/seq2seq/generation.py`). Dynamic batching hands
 the model the requests that arrived together, and `--instances N` gives N independent copies, each
 with cores / N ONNX Runtime threads. By default (`--batching continuous`) each copy runs an
 iteration-level loop (templates/seq2seq/continuous.py): requests join the running batch at the next
@@ -185,13 +185,12 @@ def build_seq2seq(spec: BuildSpec, source: ResolvedModel, name: str, staging: Pa
         tokenizer_file = scratch / "tokenizer" / "tokenizer.json"
 
         generator = Seq2SeqGenerator(
-            str(served.encoder),
-            str(served.decoder),
-            str(served.decoder_with_past),
+            {name: str(path) for name, path in served.files().items()},
             str(tokenizer_file),
             GeneratorSettings.from_parameters(_as_strings(parameters)),
         )
-        report = verify_seq2seq(generator, source.path, spec.precision, spec.allow_pickle)
+        continuous = spec.batching == "continuous"
+        report = verify_seq2seq(generator, source.path, spec.precision, spec.allow_pickle, continuous)
         del generator
 
         model_dir = staging / name

@@ -37,6 +37,7 @@ from tritonclient.utils import InferenceServerException
 from model_repo_builder.build import BuildResult
 from model_repo_builder.repository.manifest import read_manifest
 from model_repo_builder.runtime.server import TritonServer
+from model_repo_builder.templates.seq2seq.generation import MODEL_FILES
 
 pytestmark = pytest.mark.integration
 
@@ -278,9 +279,9 @@ def test_manifest_records_task_verification_and_files(small_fp32: BuildResult) -
         "encoder.last_hidden_state",
         "decoder.logits",
         "decoder_with_past.logits",
+        "cross_cache",
     }
-    parts = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx", "generation.py")
-    for part in (*parts, "continuous.py"):
+    for part in (*MODEL_FILES, "generation.py", "continuous.py"):
         assert f"t5-small/1/{part}" in manifest.files
     streaming_files = sorted(path for path in manifest.files if path.startswith("t5-small_stream/"))
     assert streaming_files == [

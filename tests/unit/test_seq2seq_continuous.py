@@ -18,9 +18,8 @@ from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 from model_repo_builder.templates.seq2seq.continuous import ContinuousBatch, StepEvent
 from model_repo_builder.templates.seq2seq.generation import (
-    DECODER_FILE,
-    DECODER_WITH_PAST_FILE,
-    ENCODER_FILE,
+    CROSS_CACHE_FILE,
+    MODEL_FILES,
     SELF_ATTENTION_BIAS_INPUT,
     GenerationParams,
     GeneratorSettings,
@@ -30,12 +29,9 @@ from model_repo_builder.templates.seq2seq.generation import (
 
 @pytest.fixture(scope="module")
 def generator(tiny_t5_onnx: Path, tiny_t5: Path) -> Seq2SeqGenerator:
-    return Seq2SeqGenerator(
-        str(tiny_t5_onnx / ENCODER_FILE),
-        str(tiny_t5_onnx / DECODER_FILE),
-        str(tiny_t5_onnx / DECODER_WITH_PAST_FILE),
-        str(tiny_t5 / "tokenizer.json"),
-        GeneratorSettings(intra_op_threads=1),
+    settings = GeneratorSettings(intra_op_threads=1)
+    return Seq2SeqGenerator.from_directory(
+        str(tiny_t5_onnx), settings, tokenizer_path=str(tiny_t5 / "tokenizer.json")
     )
 
 
@@ -73,12 +69,10 @@ def _run(batch: ContinuousBatch, arrivals: dict[int, list[tuple[str, int, int]]]
         jobs = arrivals.get(step, [])
         if jobs:
             prompts = [prompt for prompt, _, _ in jobs]
-            collect(
-                batch.admit(
-                    batch.generator.tokenize(prompts),
-                    [GenerationParams(max_new_tokens=limit) for _, limit, _ in jobs],
-                    [tag for _, _, tag in jobs],
-                )
+            batch.admit(
+                batch.generator.tokenize(prompts),
+                [GenerationParams(max_new_tokens=limit) for _, limit, _ in jobs],
+                [tag for _, _, tag in jobs],
             )
         collect(batch.step())
         step += 1
@@ -116,17 +110,17 @@ def test_a_short_sequence_admitted_later_finishes_before_a_long_one(generator: S
     assert len(batch) == 0
 
 
-def test_without_the_mask_padded_rows_would_change_the_output(generator: Seq2SeqGenerator) -> None:
-    """The mask is what keeps staggered rows exact: the same call with a zero bias gives other logits."""
+def test_a_newcomer_first_step_in_the_running_batch_equals_the_first_step_decoder(
+    generator: Seq2SeqGenerator,
+) -> None:
+    """The mask is what makes a newcomer's row exact: with a zero bias it would attend to padding."""
     ids = generator.tokenize([PROMPTS[0], PROMPTS[3]])
     params = [GenerationParams(max_new_tokens=30)]
     batch = ContinuousBatch(generator)
     batch.admit([ids[0]], params, ["a"])
     for _ in range(5):
         batch.step()
-    batch.admit([ids[1]], params, ["b"])
-    alone = ContinuousBatch(generator)
-    alone.admit([ids[1]], params, ["b"])
+    batch.admit([ids[1]], params, ["b"])  # joins with an empty self-attention cache
 
     def logits(running: ContinuousBatch, masked: bool) -> np.ndarray:
         past = running._past_length()
@@ -137,7 +131,9 @@ def test_without_the_mask_padded_rows_would_change_the_output(generator: Seq2Seq
         values, _ = generator.next_step(running._next, running._encoder_mask, running._cache, bias)
         return values[-1, -1]
 
-    expected = logits(alone, masked=False)
+    hidden, mask = generator.encode([ids[1]])
+    start = np.full((1, 1), generator.settings.decoder_start_token_id, dtype=np.int64)
+    expected = generator.first_step(start, hidden, mask)[0][0, -1]
     np.testing.assert_allclose(logits(batch, masked=True), expected, rtol=0, atol=1e-5)
     assert np.abs(logits(batch, masked=False) - expected).max() > 1e-3
 
@@ -146,3 +142,20 @@ def test_a_decoder_without_the_mask_input_is_refused(generator: Seq2SeqGenerator
     monkeypatch.setattr(Seq2SeqGenerator, "accepts_self_attention_mask", property(lambda self: False))
     with pytest.raises(ValueError, match="self-attention mask"):
         ContinuousBatch(generator)
+
+
+def test_a_repository_without_the_cross_cache_model_is_refused(tiny_t5_onnx: Path, tiny_t5: Path) -> None:
+    files = {name: str(tiny_t5_onnx / name) for name in MODEL_FILES if name != CROSS_CACHE_FILE}
+    older = Seq2SeqGenerator(files, str(tiny_t5 / "tokenizer.json"), GeneratorSettings(intra_op_threads=1))
+    with pytest.raises(ValueError, match=f"{CROSS_CACHE_FILE}.*rebuild the repository"):
+        ContinuousBatch(older)
+
+
+def test_the_cross_cache_model_equals_the_first_step_decoder_cache(generator: Seq2SeqGenerator) -> None:
+    hidden, mask = generator.encode(generator.tokenize(PROMPTS[:3]))
+    start = np.zeros((3, 1), dtype=np.int64)
+    _, cache = generator.first_step(start, hidden, mask)
+    cross = generator.cross_cache(hidden)
+    assert sorted(cross) == sorted(name for name in cache if ".encoder." in name)
+    for name, value in cross.items():
+        np.testing.assert_allclose(value, cache[name], rtol=0, atol=1e-6)

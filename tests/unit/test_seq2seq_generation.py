@@ -23,9 +23,6 @@ from model_repo_builder.errors import VerificationError
 from model_repo_builder.export.seq2seq_export import Seq2SeqOnnx, convert_seq2seq
 from model_repo_builder.export.seq2seq_verify import verify_seq2seq
 from model_repo_builder.templates.seq2seq.generation import (
-    DECODER_FILE,
-    DECODER_WITH_PAST_FILE,
-    ENCODER_FILE,
     GenerationParams,
     GeneratorSettings,
     InvalidRequestError,
@@ -34,12 +31,10 @@ from model_repo_builder.templates.seq2seq.generation import (
 
 
 def _generator(onnx_dir: Path, model_dir: Path, **settings: object) -> Seq2SeqGenerator:
-    return Seq2SeqGenerator(
-        str(onnx_dir / ENCODER_FILE),
-        str(onnx_dir / DECODER_FILE),
-        str(onnx_dir / DECODER_WITH_PAST_FILE),
-        str(model_dir / "tokenizer.json"),
+    return Seq2SeqGenerator.from_directory(
+        str(onnx_dir),
         GeneratorSettings(intra_op_threads=1, **settings),  # type: ignore[arg-type]
+        tokenizer_path=str(model_dir / "tokenizer.json"),
     )
 
 
@@ -127,11 +122,12 @@ def test_greedy_and_sampling_rows_share_a_batch(generator: Seq2SeqGenerator) -> 
 def test_verification_passes_for_fp32_and_reports_each_part(
     generator: Seq2SeqGenerator, tiny_t5: Path
 ) -> None:
-    report = verify_seq2seq(generator, tiny_t5, "fp32", allow_pickle=False)
+    report = verify_seq2seq(generator, tiny_t5, "fp32", allow_pickle=False, continuous=True)
     assert set(report.max_diffs) == {
         "encoder.last_hidden_state",
         "decoder.logits",
         "decoder_with_past.logits",
+        "cross_cache",
     }
     assert report.top1_agreement == 1.0
     assert report.greedy_exact == 1.0
@@ -143,7 +139,7 @@ def test_verification_catches_a_wrong_decoder(tiny_t5_onnx: Path, tiny_t5: Path)
     # A wrong decoder start token changes every logit the decoder produces.
     wrong = _generator(tiny_t5_onnx, tiny_t5, decoder_start_token_id=5)
     with pytest.raises(VerificationError) as caught:
-        verify_seq2seq(wrong, tiny_t5, "fp32", allow_pickle=False)
+        verify_seq2seq(wrong, tiny_t5, "fp32", allow_pickle=False, continuous=False)
     assert "decoder.logits" in caught.value.max_diffs
     assert caught.value.max_diffs["decoder.logits"] > 1e-3
     assert "max |diff| per output" in str(caught.value)
@@ -162,21 +158,14 @@ def test_teacher_forced_logits_shapes(generator: Seq2SeqGenerator) -> None:
 def test_converted_parts_pass_verification(
     tiny_t5_onnx: Path, tiny_t5: Path, tmp_path: Path, precision: str, min_agreement: float
 ) -> None:
-    parts = Seq2SeqOnnx(
-        encoder=tiny_t5_onnx / ENCODER_FILE,
-        decoder=tiny_t5_onnx / DECODER_FILE,
-        decoder_with_past=tiny_t5_onnx / DECODER_WITH_PAST_FILE,
-    )
-    converted = convert_seq2seq(parts, precision, tmp_path)
+    converted = convert_seq2seq(Seq2SeqOnnx.in_directory(tiny_t5_onnx), precision, tmp_path)
     assert all(path.is_file() and path.parent.parent == tmp_path for path in converted.files().values())
     generator = Seq2SeqGenerator(
-        str(converted.encoder),
-        str(converted.decoder),
-        str(converted.decoder_with_past),
+        {name: str(path) for name, path in converted.files().items()},
         str(tiny_t5 / "tokenizer.json"),
         GeneratorSettings(intra_op_threads=1),
     )
-    report = verify_seq2seq(generator, tiny_t5, precision, allow_pickle=False)
+    report = verify_seq2seq(generator, tiny_t5, precision, allow_pickle=False, continuous=True)
     assert report.top1_agreement >= min_agreement
     assert 0 < max(report.max_diffs.values()) < 5.0
 
@@ -192,5 +181,5 @@ def test_prompts_over_the_limit_are_rejected_but_verification_truncates(
     short, cut = generator.tokenize(["ok", PROMPTS[0]], truncate=True)
     assert short == generator.tokenize(["ok"])[0]
     assert len(cut) == 8 and cut[-1] == 1  # cut to the limit, still ending with EOS
-    report = verify_seq2seq(generator, tiny_t5, "fp32", allow_pickle=False)
+    report = verify_seq2seq(generator, tiny_t5, "fp32", allow_pickle=False, continuous=False)
     assert report.top1_agreement == 1.0

@@ -2,8 +2,9 @@
 
 Request-level batching decodes one batch to completion, so a request that arrives meanwhile waits for
 the slowest sequence in it. Here each call of `step()` runs one decoder-with-past call over every
-running sequence, whatever step each is at; `admit()` encodes newcomers and runs their first step,
-and they join the batch for the next one. Finished sequences leave at once.
+running sequence, whatever step each is at; `admit()` encodes newcomers and computes their
+cross-attention cache, and they make their first token in the next `step()`, as rows with an empty
+self-attention cache. Finished sequences leave at once.
 
 Rows whose self-attention caches hold different numbers of tokens share the call by left-padding the
 shorter caches and masking the padding (`decoder_attention_bias`, added at export by
@@ -20,9 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 if __package__:  # imported from the trb package (tests)
-    from .generation import MASKED, GenerationParams, Seq2SeqGenerator, choose_tokens
+    from .generation import CROSS_CACHE_FILE, MASKED, GenerationParams, Seq2SeqGenerator, choose_tokens
 else:  # copied next to generation.py in a repository
-    from generation import MASKED, GenerationParams, Seq2SeqGenerator, choose_tokens  # type: ignore[no-redef]
+    from generation import CROSS_CACHE_FILE, MASKED, GenerationParams, Seq2SeqGenerator, choose_tokens  # type: ignore[no-redef]
 
 
 @dataclass
@@ -48,10 +49,11 @@ class ContinuousBatch:
     """The running batch: its sequences, their KV caches and the next input token of each."""
 
     def __init__(self, generator: Seq2SeqGenerator):
-        if not generator.accepts_self_attention_mask:
+        if not generator.accepts_self_attention_mask or generator.cross_cache_model is None:
             raise ValueError(
-                "continuous batching needs a decoder-with-past with a self-attention mask; rebuild the "
-                "repository with this version of trb"
+                "continuous batching needs a decoder-with-past with a self-attention mask and the "
+                f"cross-attention cache model ({CROSS_CACHE_FILE}); rebuild the repository with this "
+                "version of trb"
             )
         self.generator = generator
         self._rows: list[_Running] = []
@@ -65,14 +67,11 @@ class ContinuousBatch:
 
     def admit(
         self, token_ids: Sequence[Sequence[int]], params: Sequence[GenerationParams], tags: Sequence[Hashable]
-    ) -> list[StepEvent]:
-        """Encode new prompts and make their first token; those not finished join the running batch."""
+    ) -> None:
+        """Encode new prompts; they join the running batch and make their first token in the next step()."""
         if not token_ids:
-            return []
-        generator = self.generator
-        hidden, mask = generator.encode(token_ids)
-        start = np.full((len(token_ids), 1), generator.settings.decoder_start_token_id, dtype=np.int64)
-        logits, cache = generator.first_step(start, hidden, mask)
+            return
+        hidden, mask = self.generator.encode(token_ids)
         rows = [
             _Running(
                 tag=tag,
@@ -82,17 +81,7 @@ class ContinuousBatch:
             )
             for tag, row_params, ids in zip(tags, params, token_ids, strict=True)
         ]
-        tokens = choose_tokens(logits[:, -1, :], [r.params for r in rows], [r.rng for r in rows])
-        events, done = self._record(rows, tokens)
-        keep = ~done
-        if keep.any():
-            self._join(
-                [row for row, kept in zip(rows, keep, strict=True) if kept],
-                tokens[keep],
-                mask[keep],
-                {name: value[keep] for name, value in cache.items()},
-            )
-        return events
+        self._join(rows, mask, self.generator.cross_cache(hidden))
 
     def step(self) -> list[StepEvent]:
         """One decoder-with-past call over every running sequence; return the token each made."""
@@ -123,28 +112,35 @@ class ContinuousBatch:
     def _past_length(self) -> int:
         return int(next(v for k, v in self._cache.items() if _is_self(k)).shape[2])
 
-    def _join(
-        self, rows: list[_Running], tokens: np.ndarray, mask: np.ndarray, cache: dict[str, np.ndarray]
-    ) -> None:
+    def _join(self, rows: list[_Running], mask: np.ndarray, cross: dict[str, np.ndarray]) -> None:
+        """Add `rows` with their cross-attention cache and an empty (fully masked) self-attention cache."""
+        # An empty batch keeps one masked slot, so the self-attention cache never has length zero.
+        past = self._past_length() if self._rows else 1
+        self_cache = {}
+        for name, value in cross.items():
+            batch, heads, _, head_dim = value.shape
+            self_cache[name.replace(".encoder.", ".decoder.")] = np.zeros(
+                (batch, heads, past, head_dim), dtype=value.dtype
+            )
+        start = np.full(len(rows), self.generator.settings.decoder_start_token_id, dtype=np.int64)
         if not self._rows:
-            self._rows, self._next, self._encoder_mask, self._cache = rows, tokens, mask, cache
-            self._lengths = np.ones(len(rows), dtype=np.int64)
+            self._cache, self._encoder_mask = {**self_cache, **cross}, mask
+            self._rows, self._next, self._lengths = rows, start, np.zeros(len(rows), dtype=np.int64)
             return
-        past = max(self._past_length(), 1)
         encoder = max(self._encoder_mask.shape[1], mask.shape[1])
         merged = {}
         for name, value in self._cache.items():
             if _is_self(name):
-                merged[name] = np.concatenate([_pad_left(value, past), _pad_left(cache[name], past)])
+                merged[name] = np.concatenate([value, self_cache[name]])
             else:
-                merged[name] = np.concatenate([_pad_right(value, encoder), _pad_right(cache[name], encoder)])
+                merged[name] = np.concatenate([_pad_right(value, encoder), _pad_right(cross[name], encoder)])
         self._cache = merged
         self._encoder_mask = np.concatenate(
             [_pad_mask(self._encoder_mask, encoder), _pad_mask(mask, encoder)]
         )
         self._rows = self._rows + rows
-        self._next = np.concatenate([self._next, tokens])
-        self._lengths = np.concatenate([self._lengths, np.ones(len(rows), dtype=np.int64)])
+        self._next = np.concatenate([self._next, start])
+        self._lengths = np.concatenate([self._lengths, np.zeros(len(rows), dtype=np.int64)])
 
     def _keep(self, keep: np.ndarray) -> None:
         """Drop finished rows, then the cache columns no remaining row uses."""
@@ -163,13 +159,20 @@ class ContinuousBatch:
         }
 
 
+def generate_together(
+    generator: Seq2SeqGenerator, token_ids: Sequence[Sequence[int]], params: Sequence[GenerationParams]
+) -> list[list[int]]:
+    """Admit every prompt at once and step until all are done; the generated ids of each prompt."""
+    batch = ContinuousBatch(generator)
+    batch.admit(token_ids, params, range(len(token_ids)))
+    results: dict[Hashable, list[int]] = {}
+    while len(batch):
+        results.update((event.tag, list(event.tokens)) for event in batch.step() if event.done)
+    return [results[index] for index in range(len(token_ids))]
+
+
 def _is_self(cache_name: str) -> bool:
     return ".decoder." in cache_name
-
-
-def _pad_left(value: np.ndarray, length: int) -> np.ndarray:
-    missing = length - value.shape[2]
-    return value if missing == 0 else np.pad(value, ((0, 0), (0, 0), (missing, 0), (0, 0)))
 
 
 def _pad_right(value: np.ndarray, length: int) -> np.ndarray:

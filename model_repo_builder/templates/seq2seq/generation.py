@@ -13,6 +13,7 @@ the KV cache stop costing compute. Every sequence carries its own generation par
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,6 +23,11 @@ import numpy as np
 ENCODER_FILE = "encoder_model.onnx"
 DECODER_FILE = "decoder_model.onnx"
 DECODER_WITH_PAST_FILE = "decoder_with_past_model.onnx"
+# The cross-attention key/value projections alone (export/seq2seq_cross_cache.py): continuous
+# batching runs a newcomer's first step as one more row of the running batch's decoder-with-past call.
+CROSS_CACHE_FILE = "cross_cache_model.onnx"
+MODEL_FILES = (ENCODER_FILE, DECODER_FILE, DECODER_WITH_PAST_FILE, CROSS_CACHE_FILE)
+TOKENIZER_FILE = "tokenizer.json"
 TOKEN_PADDING = -1
 PROMPT_INPUT = "PROMPT"
 TEXT_OUTPUT = "TEXT"
@@ -241,33 +247,52 @@ _ORT_TO_NUMPY = {
 class Seq2SeqGenerator:
     """The whole served computation: prompts to generated token ids and text."""
 
-    def __init__(
-        self,
-        encoder_path: str,
-        decoder_path: str,
-        decoder_with_past_path: str,
-        tokenizer_path: str,
-        settings: GeneratorSettings,
-    ):
+    def __init__(self, files: Mapping[str, str], tokenizer_path: str, settings: GeneratorSettings):
+        """Load the ONNX files keyed by their served names and the tokenizer.
+
+        `files` maps names of `MODEL_FILES` to paths; the cross-attention cache model is optional
+        (only continuous batching needs it).
+        """
         from tokenizers import Tokenizer
 
         self.settings = settings
         self.tokenizer = Tokenizer.from_file(tokenizer_path)
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        self.encoder = _session(encoder_path, settings)
-        self.decoder = _session(decoder_path, settings)
-        self.decoder_with_past = _session(decoder_with_past_path, settings)
+        self.encoder = _session(files[ENCODER_FILE], settings)
+        self.decoder = _session(files[DECODER_FILE], settings)
+        self.decoder_with_past = _session(files[DECODER_WITH_PAST_FILE], settings)
+        cross_cache = files.get(CROSS_CACHE_FILE)
+        self.cross_cache_model = None if cross_cache is None else _session(cross_cache, settings)
+        sessions = [self.encoder, self.decoder, self.decoder_with_past, self.cross_cache_model]
         self._input_types = {
             session: {i.name: _ORT_TO_NUMPY.get(i.type, np.float32) for i in session.get_inputs()}
-            for session in (self.encoder, self.decoder, self.decoder_with_past)
+            for session in sessions
+            if session is not None
         }
         self._decoder_outputs = [o.name for o in self.decoder.get_outputs()]
         self._past_outputs = [o.name for o in self.decoder_with_past.get_outputs()]
         past_inputs = {i.name for i in self.decoder_with_past.get_inputs()}
         for name in self._decoder_outputs[1:]:
             if _past_name(name) not in past_inputs:
-                raise ValueError(f"{decoder_with_past_path} has no input for the decoder's output {name}")
+                raise ValueError(
+                    f"{files[DECODER_WITH_PAST_FILE]} has no input for the decoder's output {name}"
+                )
+
+    @classmethod
+    def from_directory(
+        cls, directory: str, settings: GeneratorSettings, tokenizer_path: str | None = None
+    ) -> Seq2SeqGenerator:
+        """Load the model files found in `directory` (a repository's version directory)."""
+        files = {name: os.path.join(directory, name) for name in MODEL_FILES}
+        present = {name: path for name, path in files.items() if os.path.isfile(path)}
+        missing = [name for name in MODEL_FILES if name not in present and name != CROSS_CACHE_FILE]
+        if missing:
+            raise FileNotFoundError(
+                f"{directory} lacks {', '.join(missing)}; rebuild the repository with `trb build`"
+            )
+        tokenizer = tokenizer_path or os.path.join(directory, TOKENIZER_FILE)
+        return cls(present, tokenizer, settings)
 
     def _feeds(self, session: Any, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         types = self._input_types[session]
@@ -322,6 +347,15 @@ class Seq2SeqGenerator:
             for name, value in zip(self._decoder_outputs[1:], outputs[1:], strict=True)
         }
         return outputs[0], cache
+
+    def cross_cache(self, hidden: np.ndarray) -> dict[str, np.ndarray]:
+        """The cross-attention cache of encoder states `hidden`, keyed as decoder-with-past inputs."""
+        if self.cross_cache_model is None:
+            raise ValueError(f"this generator was loaded without {CROSS_CACHE_FILE}")
+        names = [output.name for output in self.cross_cache_model.get_outputs()]
+        feeds = self._feeds(self.cross_cache_model, {"encoder_hidden_states": hidden})
+        values = self.cross_cache_model.run(None, feeds)
+        return dict(zip(names, values, strict=True))
 
     @property
     def accepts_self_attention_mask(self) -> bool:

@@ -32,9 +32,6 @@ import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 from continuous import ContinuousBatch  # noqa: E402
 from generation import (  # noqa: E402
-    DECODER_FILE,
-    DECODER_WITH_PAST_FILE,
-    ENCODER_FILE,
     PARAMETER_INPUTS,
     PROMPT_INPUT,
     TEXT_OUTPUT,
@@ -58,7 +55,7 @@ class TritonPythonModel:
     """Generates text for every prompt of every request in one batched decode loop per execute()."""
 
     def initialize(self, args):
-        """Load tokenizer and the three ONNX Runtime sessions from the version directory."""
+        """Load the tokenizer and the ONNX Runtime sessions from the version directory."""
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         settings = GeneratorSettings.from_parameters(parameters)
@@ -71,13 +68,7 @@ class TritonPythonModel:
         if parameters.get("weights_model"):
             model_dir = os.path.join(os.path.dirname(model_dir.rstrip(os.sep)), parameters["weights_model"])
         version_dir = os.path.join(model_dir, args["model_version"])
-        self.generator = Seq2SeqGenerator(
-            os.path.join(version_dir, ENCODER_FILE),
-            os.path.join(version_dir, DECODER_FILE),
-            os.path.join(version_dir, DECODER_WITH_PAST_FILE),
-            os.path.join(version_dir, "tokenizer.json"),
-            settings,
-        )
+        self.generator = Seq2SeqGenerator.from_directory(version_dir, settings)
         self.continuous = not self.decoupled and parameters.get("batching", "request") == "continuous"
         if self.continuous:
             self._max_running = int(parameters.get("max_running", "32"))
@@ -221,15 +212,14 @@ class TritonPythonModel:
                 waiting = [(pending, row) for pending, row in waiting if not pending.closed]
                 room = max(0, self._max_running - len(batch))
                 admitted, waiting = waiting[:room], waiting[room:]
-                events = []
                 if admitted:
                     open_requests.update(pending for pending, _ in admitted)
-                    events += batch.admit(
+                    batch.admit(
                         [pending.token_ids[row] for pending, row in admitted],
                         [pending.params[row] for pending, row in admitted],
                         admitted,
                     )
-                events += batch.step()
+                events = batch.step()
                 for event in events:
                     if event.done:
                         pending, row = event.tag
