@@ -28,14 +28,9 @@ bench/results/embedding.md; scratch to bench/work/embedding/.
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import itertools
 import json
 import logging
-import os
-import platform
-import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -44,7 +39,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from common import built_repository
+from common import (
+    CORES,
+    built_repository,
+    launch,
+    load_average,
+    machine_info,
+    make_naive,
+    rerendered_copy,
+    wait_until_idle,
+)
 
 from model_repo_builder.perf.analysis import percentile
 from model_repo_builder.perf.perf_analyzer import (
@@ -57,10 +61,8 @@ from model_repo_builder.perf.perf_analyzer import (
 )
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.variants import Scheduling, make_variant
-from model_repo_builder.runtime.ports import free_ports
 from model_repo_builder.runtime.server import TritonServer
-from model_repo_builder.runtime.tools import TRITON_VERSION
-from model_repo_builder.spec import BuildSpec, LaunchSpec
+from model_repo_builder.spec import BuildSpec
 from model_repo_builder.templates.embedding.text_embedding import EmbedderSettings, TextEmbedder
 
 LOGGER = logging.getLogger("bench_embedding")
@@ -70,7 +72,6 @@ WORK = BENCH_DIR / "work" / "embedding"
 RESULTS = BENCH_DIR / "results"
 SOURCE = "minilm"
 INPUT_NAME = "TEXT"
-CORES = len(os.sched_getaffinity(0))
 BATCH_SIZES = (1, 4, 8, 16, 32)
 CONCURRENCIES = (1, 2, 4, 8, 16, 32)
 SCREEN_CONCURRENCIES = (16, 32)
@@ -84,18 +85,6 @@ TARGET_VS_CEILING = 0.8
 TARGET_VS_NAIVE = 3.0
 SYSTEM_ORDER = ("a", "b", "b*", "c", "d")
 RATIOS = (("b", "a"), ("b*", "a"), ("b", "c"), ("b*", "c"), ("b", "d"), ("b*", "d"))
-PACKAGES = (
-    "trb",
-    "onnxruntime",
-    "tokenizers",
-    "tritonclient",
-    "nvidia-pytriton",
-    "torch",
-    "transformers",
-    "sentence-transformers",
-    "numpy",
-)
-
 _SENTENCE_BLOCK = """
 The city council approved a new budget that doubles funding for public libraries and reading programmes
 over the next three years.
@@ -292,36 +281,6 @@ def describe(tuning: Scheduling) -> str:
     )
 
 
-def load_average() -> float:
-    """The 1-minute load average: how busy the cores were, including with other people's work."""
-    return round(os.getloadavg()[0], 2)
-
-
-def busy_fraction(seconds: float = 2.0) -> float:
-    """Share of all cores' time spent busy over the next `seconds`, by any process (/proc/stat)."""
-
-    def sample() -> list[int]:
-        with open("/proc/stat", encoding="utf-8") as stat:
-            return [int(field) for field in stat.readline().split()[1:]]
-
-    before = sample()
-    time.sleep(seconds)
-    delta = [after - first for first, after in zip(before, sample(), strict=True)]
-    idle = delta[3] + delta[4]  # idle and iowait
-    return round(1 - idle / max(sum(delta), 1), 3)
-
-
-def wait_until_idle(limit_s: float) -> float:
-    """Wait up to `limit_s` for the cores to be under 10% busy; return how busy they were last."""
-    deadline = time.monotonic() + limit_s
-    busy = busy_fraction()
-    while busy > 0.1 and time.monotonic() < deadline:
-        LOGGER.info("cores are %.0f%% busy with other work; waiting for them to quieten", busy * 100)
-        time.sleep(10)
-        busy = busy_fraction()
-    return busy
-
-
 # --- in process ---------------------------------------------------------------------------------
 
 
@@ -434,13 +393,6 @@ class InProcess:
 # --- served -------------------------------------------------------------------------------------
 
 
-def launch(repository: Path) -> TritonServer:
-    http_port, grpc_port, metrics_port = free_ports(3)
-    return TritonServer(
-        LaunchSpec(repository=repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
-    )
-
-
 def measure_served(
     server: TritonServer, model: str, concurrency: int, data: Path, workdir: Path, args: argparse.Namespace
 ) -> Level:
@@ -515,60 +467,12 @@ def sweep_served(
 # --- repositories -------------------------------------------------------------------------------
 
 
-def rerendered_copy(source: Path, name: str, target: Path, change: Callable[[dict[str, Any]], None]) -> Path:
-    """Copy the repository at `source` to `target` with `change` applied to `name`'s config.
-
-    The config is parsed and rendered again through Triton's schema. The copy is no longer what
-    `trb build` wrote, so it carries no manifest (the launcher checks a manifest's file hashes).
-    """
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(source / name, target / name, ignore=shutil.ignore_patterns("config.pbtxt"))
-    config = model_config.as_dict(model_config.parse((source / name / "config.pbtxt").read_text("utf-8")))
-    change(config)
-    (target / name / "config.pbtxt").write_text(model_config.render(config), encoding="utf-8")
-    return target
-
-
-def make_naive(config: dict[str, Any]) -> None:
-    """How a newcomer serves a model: one instance, batch size 1, no dynamic batching."""
-    config.pop("dynamic_batching")
-    config["max_batch_size"] = 1
-    config["instance_group"] = [{"count": 1, "kind": "KIND_CPU"}]
-    config["model_warmup"] = [w for w in config.get("model_warmup", []) if int(w["batch_size"]) == 1]
-
-
 def drop_queue_policy(config: dict[str, Any]) -> None:
     """An unbounded queue: without a queue policy, Triton's dynamic batcher prefetches batches."""
     config["dynamic_batching"].pop("default_queue_policy", None)
 
 
 # --- report -------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    cpu_model = "unknown"
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    versions["tritonserver"] = TRITON_VERSION
-    versions["perf_analyzer"] = versions["tritonclient"]
-    versions["python"] = platform.python_version()
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cores": CORES,
-        "cpu": cpu_model,
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "platform": platform.platform(),
-        "versions": versions,
-    }
 
 
 def token_counts() -> list[int]:

@@ -3,23 +3,29 @@
 One script, one run. Every request is one ~24-token prompt and produces exactly 32 new tokens; 20
 clients keep a request each in flight:
 
-    (a) hf          transformers `generate` in process (min_new_tokens = max_new_tokens = 32), at
-                    batch sizes 1, 8 and 20; the best one counts
+    (a) hf          transformers `generate` in process (min_new_tokens = max_new_tokens = 32), fp32,
+                    at batch sizes 1, 8 and 20; the best one counts
+    (a8) hf int8    the same with PyTorch dynamic int8 (`quantize_dynamic` of every nn.Linear): the
+                    like-for-like baseline of (f)
     (b) naive       trb's fp32 `--batching request` repository re-rendered the way a newcomer serves a
                     model: one instance, max_batch_size 1, no dynamic batching
-    (c)+(d) trb     the repository `trb build` makes by default, which is `--batching continuous`
-                    (requests join the running batch at every decode step): continuous batching won
-                    this benchmark and became the default
-    (e) request     `--batching request`: each dynamic batch is generated to completion
+    (c)+(d) trb     the repository `trb build` makes by default: fp32, `--batching continuous`
+                    (requests join the running batch at every decode step)
+    (e) request     fp32, `--batching request`: each dynamic batch is generated to completion
+    (f) trb int8    `--precision int8`, continuous batching
 
 Served cases are driven by perf_analyzer (gRPC, concurrency 20, a fixed request count; its
 --input-data carries PROMPT and MAX_NEW_TOKENS=32). Exactly 32 tokens: the served loop stops at EOS,
 so the random model's output-projection row of EOS is zeroed (its logit is always 0 while the best
 of 32k random logits is far above), and the script checks that every prompt yields 32 ids.
 
+int8 changes the numbers, so both int8 systems are also scored by the share of generated positions
+equal to fp32 greedy decoding of the same prompts (random weights make next-token scores close
+together: a harder case for quantization than a trained model).
+
 Results: bench/results/seq2seq.json and bench/results/seq2seq.md; scratch under bench/work/seq2seq/.
 
-    python bench/bench_seq2seq.py            # about 6-8 minutes on 2 cores
+    python bench/bench_seq2seq.py            # about 10 minutes on 2 cores
     python bench/bench_seq2seq.py --reuse    # reuse the builds of an earlier run
 """
 
@@ -28,23 +34,31 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_embedding import load_average, machine_info, make_naive, rerendered_copy
-from common import built_repository
+from common import (
+    built_repository,
+    launch,
+    load_average,
+    machine_info,
+    make_naive,
+    rerendered_copy,
+    wait_until_idle,
+)
 
 from model_repo_builder.perf.analysis import percentile
 from model_repo_builder.perf.perf_analyzer import PerfRun, run_perf_analyzer
-from model_repo_builder.runtime.ports import free_ports
+from model_repo_builder.repository.manifest import read_manifest
 from model_repo_builder.runtime.server import TritonServer
-from model_repo_builder.spec import BuildSpec, LaunchSpec
+from model_repo_builder.spec import BuildSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from seq2seq_fixtures import FLAN_T5_SMALL, SENTENCES, write_t5  # noqa: E402
+from seq2seq_fixtures import FLAN_T5_SMALL, SENTENCES, generate, write_t5  # noqa: E402
 
 LOGGER = logging.getLogger("bench_seq2seq")
 
@@ -56,6 +70,8 @@ CLIENTS = 20
 HF_BATCH_SIZES = (1, 8, 20)
 PROMPT_TOKENS = 24
 EOS_ID = 1
+TARGET_VS_HF = 2.0
+TARGET_VS_NAIVE = 4.0
 
 
 def make_model(directory: Path) -> Path:
@@ -89,54 +105,60 @@ def make_prompts(model_dir: Path, count: int) -> list[str]:
     return prompts
 
 
-def measure_hf(model_dir: Path, prompts: list[str], seconds: float) -> list[dict[str, Any]]:
-    """Tokens/s and per-request latency of `generate` at each batch size (one thread per core)."""
-    import torch
-    from transformers import AutoTokenizer, T5ForConditionalGeneration
+class HuggingFace:
+    """transformers `generate` in process, fp32 or with PyTorch dynamic int8 linear layers."""
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = T5ForConditionalGeneration.from_pretrained(str(model_dir)).eval()
-    levels = []
-    for batch_size in HF_BATCH_SIZES:
-        warmup = tokenizer(prompts[:batch_size], return_tensors="pt", padding=True)
-        with torch.inference_mode():  # untimed: the first call at a shape pays one-off costs
-            model.generate(**warmup, max_new_tokens=2, do_sample=False, num_beams=1)
-        latencies, tokens, start = [], 0, time.perf_counter()
-        index = 0
-        while time.perf_counter() - start < seconds or not latencies:
-            batch = [prompts[(index + i) % len(prompts)] for i in range(batch_size)]
-            index += batch_size
-            inputs = tokenizer(batch, return_tensors="pt", padding=True)
-            began = time.perf_counter()
-            with torch.inference_mode():
-                output = model.generate(
-                    **inputs,
-                    max_new_tokens=NEW_TOKENS,
-                    min_new_tokens=NEW_TOKENS,
-                    do_sample=False,
-                    num_beams=1,
-                )
-            latencies += [(time.perf_counter() - began) * 1000] * batch_size
-            # min_new_tokens = max_new_tokens: every row holds exactly NEW_TOKENS ids after the start
-            # token (a random model may well emit the pad id, so ids are not counted by value).
-            if output.shape[1] - 1 != NEW_TOKENS:
-                raise RuntimeError(f"generate made {output.shape[1] - 1} tokens, not {NEW_TOKENS}")
-            tokens += batch_size * NEW_TOKENS
-        elapsed = time.perf_counter() - start
-        level = {
-            "batch_size": batch_size,
-            "tokens_per_s": tokens / elapsed,
-            "requests": len(latencies),
-            "p50_ms": percentile(latencies, 50),
-            "p90_ms": percentile(latencies, 90),
-            "p99_ms": percentile(latencies, 99),
-            "load_average": load_average(),
-        }
-        LOGGER.info(
-            "(hf) batch %d: %.0f tokens/s, p50 %.0f ms", batch_size, level["tokens_per_s"], level["p50_ms"]
-        )
-        levels.append(level)
-    return levels
+    def __init__(self, model_dir: Path, int8: bool):
+        import torch
+        from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        model = T5ForConditionalGeneration.from_pretrained(str(model_dir)).eval()
+        if int8:
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        self.model = model
+
+    def generate(self, prompts: list[str]) -> list[list[int]]:
+        """Exactly NEW_TOKENS greedy ids per prompt (min_new_tokens = max_new_tokens)."""
+        import torch
+
+        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True)
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, num_beams=1
+            )
+        # Every row holds exactly NEW_TOKENS ids after the start token (a random model may well
+        # emit the pad id, so ids are not counted by value).
+        if output.shape[1] - 1 != NEW_TOKENS:
+            raise RuntimeError(f"generate made {output.shape[1] - 1} tokens, not {NEW_TOKENS}")
+        return [row[1:] for row in output.tolist()]
+
+    def measure(self, prompts: list[str], seconds: float, label: str) -> list[dict[str, Any]]:
+        """Tokens/s and per-request latency (its batch's time) at each batch size."""
+        levels = []
+        for batch_size in HF_BATCH_SIZES:
+            self.generate(prompts[:batch_size])  # untimed: the first call at a shape pays one-off costs
+            latencies: list[float] = []
+            tokens, index, start = 0, 0, time.perf_counter()
+            while time.perf_counter() - start < seconds or not latencies:
+                batch = [prompts[(index + i) % len(prompts)] for i in range(batch_size)]
+                index += batch_size
+                began = time.perf_counter()
+                self.generate(batch)
+                latencies += [(time.perf_counter() - began) * 1000] * batch_size
+                tokens += batch_size * NEW_TOKENS
+            level = {
+                "batch_size": batch_size,
+                "tokens_per_s": tokens / (time.perf_counter() - start),
+                "requests": len(latencies),
+                "p50_ms": percentile(latencies, 50),
+                "p90_ms": percentile(latencies, 90),
+                "p99_ms": percentile(latencies, 99),
+                "load_average": load_average(),
+            }
+            LOGGER.info("(%s) batch %d: %.0f tokens/s", label, batch_size, level["tokens_per_s"])
+            levels.append(level)
+        return levels
 
 
 def write_input_data(path: Path, prompts: list[str]) -> Path:
@@ -153,34 +175,34 @@ def write_input_data(path: Path, prompts: list[str]) -> Path:
     return path
 
 
-def check_lengths(server: TritonServer, model: str, prompts: list[str]) -> None:
-    """Every prompt must produce exactly NEW_TOKENS ids (so tokens/s = requests/s × NEW_TOKENS)."""
-    import tritonclient.grpc as grpcclient
+def served_ids(server: TritonServer, model: str, prompts: list[str]) -> list[list[int]]:
+    """The ids served for each prompt; each must hold exactly NEW_TOKENS (tokens/s = requests/s × 32)."""
+    generated = []
+    for prompt in prompts:
+        _, (row,) = generate(server, model, [prompt], "grpc", MAX_NEW_TOKENS=("INT32", [NEW_TOKENS]))
+        if len(row) != NEW_TOKENS:
+            raise RuntimeError(f"{model}: a prompt produced {len(row)} tokens, not {NEW_TOKENS}")
+        generated.append(row)
+    return generated
 
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    try:
-        for prompt in prompts:
-            prompt_input = grpcclient.InferInput("PROMPT", [1, 1], "BYTES")
-            prompt_input.set_data_from_numpy(np.array([[prompt.encode()]], dtype=np.object_))
-            limit = grpcclient.InferInput("MAX_NEW_TOKENS", [1, 1], "INT32")
-            limit.set_data_from_numpy(np.array([[NEW_TOKENS]], dtype=np.int32))
-            ids = client.infer(model, [prompt_input, limit]).as_numpy("TOKEN_IDS")
-            produced = int((ids != -1).sum())
-            if produced != NEW_TOKENS:
-                raise RuntimeError(f"{model}: a prompt produced {produced} tokens, not {NEW_TOKENS}")
-    finally:
-        client.close()
+
+def equal_positions(generated: list[list[int]], reference: list[list[int]]) -> float:
+    """Share of generated positions holding the same id as `reference` (fp32 greedy)."""
+    return float(np.mean(np.array(generated) == np.array(reference)))
 
 
 def measure_served(
-    repository: Path, model: str, prompts: list[str], data: Path, label: str, requests: int
+    repository: Path,
+    model: str,
+    prompts: list[str],
+    data: Path,
+    label: str,
+    requests: int,
+    reference: list[list[int]] | None = None,
 ) -> dict[str, Any]:
-    http_port, grpc_port, metrics_port = free_ports(3)
-    spec = LaunchSpec(
-        repository=repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
-    )
-    with TritonServer(spec) as server:
-        check_lengths(server, model, prompts[:3])
+    """Drive `model` with CLIENTS concurrent perf_analyzer clients; score its ids against `reference`."""
+    with launch(repository) as server:
+        generated = served_ids(server, model, prompts if reference else prompts[:3])
         run = PerfRun(
             model=model,
             url=server.grpc_url,
@@ -203,6 +225,8 @@ def measure_served(
         "server_compute_ms": result.breakdown.server_compute_infer_ms,
         "load_average": load_average(),
     }
+    if reference is not None:
+        level["fp32_equal_positions"] = equal_positions(generated, reference)
     LOGGER.info(
         "(%s) %.0f tokens/s, p50 %.0f ms, p99 %.0f ms",
         label,
@@ -221,28 +245,36 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{machine['date']} · {machine['cores']} cores ({machine['cpu']}) · {machine['platform']}",
         "",
         f"{CLIENTS} concurrent clients (perf_analyzer, gRPC, fixed request count) for the served cases; "
-        f"~{PROMPT_TOKENS}-token prompts; every request yields exactly {NEW_TOKENS} tokens (checked).",
+        f"~{PROMPT_TOKENS}-token prompts; every request yields exactly {NEW_TOKENS} tokens (checked). "
+        f"Cores {report['busy_at_start']:.0%} busy with other work at the start.",
         "",
-        "| system | config | output tokens/s | p50 ms | p90 ms | p99 ms | requests |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| system | config | output tokens/s | p50 ms | p90 ms | p99 ms | requests | = fp32 greedy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for system in systems.values():
+        equal = system.get("fp32_equal_positions")
         lines.append(
             f"| {system['label']} | {system['config']} | {system['tokens_per_s']:.0f} | "
             f"{system['p50_ms']:.0f} | {system['p90_ms']:.0f} | {system['p99_ms']:.0f} | "
-            f"{system['requests']} |"
+            f"{system['requests']} | {'' if equal is None else f'{equal:.0%}'} |"
         )
     lines += [
         "",
-        "1-minute load average after each measurement (2 cores; other work shared the machine): "
+        "= fp32 greedy: share of the generated positions (20 prompts × 32) holding the id that (a), "
+        "fp32 greedy decoding, produces (once a sequence differs, its later positions usually differ "
+        "too). int8 verification in the build (trb.yaml, teacher-forced): "
+        f"{report['int8_verification']['summary']}.",
+        "",
+        "1-minute load average after each measurement (2 cores; other work may share the machine): "
         + ", ".join(f"{key} {system['load_average']:.1f}" for key, system in systems.items()),
     ]
     lines += ["", "HF `generate` by batch size (per-request latency = its batch's time):", ""]
-    lines += ["| batch | tokens/s | p50 ms |", "|---:|---:|---:|"]
-    lines += [
-        f"| {lv['batch_size']} | {lv['tokens_per_s']:.0f} | {lv['p50_ms']:.0f} |"
-        for lv in report["hf_levels"]
-    ]
+    lines += ["| precision | batch | tokens/s | p50 ms |", "|---|---:|---:|---:|"]
+    for precision, levels in report["hf_levels"].items():
+        lines += [
+            f"| {precision} | {lv['batch_size']} | {lv['tokens_per_s']:.0f} | {lv['p50_ms']:.0f} |"
+            for lv in levels
+        ]
     lines += ["", "## Ratios", ""]
     lines += [f"- {name}: {value}" for name, value in ratios.items()]
     lines += ["", "## Versions", ""]
@@ -260,6 +292,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--naive-requests", type=int, default=40, help="requests measured on the naive server"
     )
+    parser.add_argument(
+        "--wait-idle", type=float, default=0.0, help="seconds to wait for other work on the cores to finish"
+    )
     return parser.parse_args()
 
 
@@ -267,69 +302,98 @@ def verdict(value: float, target: float) -> str:
     return f"{value:.2f} (target ≥ {target:g}: {'met' if value >= target else 'NOT met'})"
 
 
+def ratio(systems: dict[str, dict[str, Any]], top: str, bottom: str, key: str = "tokens_per_s") -> float:
+    return float(systems[top][key] / systems[bottom][key])
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args()
     began = time.perf_counter()
     if not args.reuse:
-        import shutil
-
         shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True, exist_ok=True)
     model_dir = make_model(WORK / "flan-t5-small-random")
     prompts = make_prompts(model_dir, CLIENTS)
     data = write_input_data(WORK / "input_data.json", prompts)
     repos = WORK / "repos"
-    default_spec = BuildSpec(source=str(model_dir), output=repos / "default", name="flan")
+    source = str(model_dir)
+    default_spec = BuildSpec(source=source, output=repos / "default", name="flan")
     default = built_repository(default_spec, args.reuse)
     request = built_repository(
-        BuildSpec(source=str(model_dir), output=repos / "request", name="flan", batching="request"),
-        args.reuse,
+        BuildSpec(source=source, output=repos / "request", name="flan", batching="request"), args.reuse
+    )
+    int8 = built_repository(
+        BuildSpec(source=source, output=repos / "int8", name="flan", precision="int8"), args.reuse
     )
     naive = rerendered_copy(request, "flan", WORK / "naive", make_naive)
+    busy_at_start = wait_until_idle(args.wait_idle)
 
-    hf_levels = measure_hf(model_dir, prompts, args.hf_seconds)
-    best_hf = max(hf_levels, key=lambda level: level["tokens_per_s"])
+    hf_levels: dict[str, list[dict[str, Any]]] = {}
+    best_hf: dict[str, dict[str, Any]] = {}
+    reference: list[list[int]] = []
+    for precision in ("fp32", "int8"):
+        hf = HuggingFace(model_dir, int8=precision == "int8")
+        generated = hf.generate(prompts)
+        reference = reference or generated  # fp32 runs first
+        hf_levels[precision] = hf.measure(prompts, args.hf_seconds, f"hf {precision}")
+        best_hf[precision] = {
+            **max(hf_levels[precision], key=lambda level: level["tokens_per_s"]),
+            "fp32_equal_positions": equal_positions(generated, reference),
+        }
+        del hf
     systems: dict[str, dict[str, Any]] = {
         "hf": {
             "label": "(a) HF generate, in process",
-            "config": f"best batch size {best_hf['batch_size']}",
-            **best_hf,
+            "config": f"fp32, best batch size {best_hf['fp32']['batch_size']}",
+            **best_hf["fp32"],
+        },
+        "hf_int8": {
+            "label": "(a8) HF generate, in process",
+            "config": f"PyTorch dynamic int8, best batch size {best_hf['int8']['batch_size']}",
+            **best_hf["int8"],
         },
         "naive": {
             "label": "(b) naive repository",
-            "config": "1 instance, max_batch_size 1, no dynamic batching, fp32",
+            "config": "fp32, 1 instance, max_batch_size 1, no dynamic batching",
             **measure_served(naive, "flan", prompts, data, "naive", args.naive_requests),
         },
         "continuous": {
             "label": "(c)+(d) trb default build",
             "config": f"fp32, 1 instance, dynamic batching, --batching {default_spec.batching}",
-            **measure_served(default, "flan", prompts, data, "continuous", args.requests),
+            **measure_served(default, "flan", prompts, data, "continuous", args.requests, reference),
         },
         "request": {
             "label": "(e) trb --batching request",
             "config": "fp32, 1 instance, dynamic batching, a batch runs to completion",
             **measure_served(request, "flan", prompts, data, "request", args.requests),
         },
+        "int8": {
+            "label": "(f) trb --precision int8",
+            "config": "int8, 1 instance, dynamic batching, --batching continuous",
+            **measure_served(int8, "flan", prompts, data, "int8", args.requests, reference),
+        },
     }
-    best = max(("continuous", "request"), key=lambda key: systems[key]["tokens_per_s"])
-    continuous, request_level = systems["continuous"], systems["request"]
+    best_fp32 = max(("continuous", "request"), key=lambda key: systems[key]["tokens_per_s"])
     ratios = {
-        f"best trb ({best}) tokens/s ÷ HF best": verdict(
-            systems[best]["tokens_per_s"] / best_hf["tokens_per_s"], 2
+        f"trb fp32 ({best_fp32}) tokens/s ÷ HF fp32 (like for like)": verdict(
+            ratio(systems, best_fp32, "hf"), TARGET_VS_HF
         ),
-        f"best trb ({best}) tokens/s ÷ naive": verdict(
-            systems[best]["tokens_per_s"] / systems["naive"]["tokens_per_s"], 4
+        "trb int8 tokens/s ÷ HF fp32": verdict(ratio(systems, "int8", "hf"), TARGET_VS_HF),
+        "trb int8 tokens/s ÷ HF int8 (like for like)": f"{ratio(systems, 'int8', 'hf_int8'):.2f}",
+        f"trb fp32 ({best_fp32}) tokens/s ÷ naive": verdict(
+            ratio(systems, best_fp32, "naive"), TARGET_VS_NAIVE
         ),
-        f"best trb ({best}) p50 ÷ naive p50 (lower is better)": (
-            f"{systems[best]['p50_ms'] / systems['naive']['p50_ms']:.2f}"
+        f"trb fp32 ({best_fp32}) p50 ÷ naive p50 (lower is better)": (
+            f"{ratio(systems, best_fp32, 'naive', 'p50_ms'):.2f}"
         ),
-        "continuous ÷ request tokens/s": f"{continuous['tokens_per_s'] / request_level['tokens_per_s']:.2f}",
-        "continuous ÷ request p50": f"{continuous['p50_ms'] / request_level['p50_ms']:.2f}",
-        "continuous ÷ request p99": f"{continuous['p99_ms'] / request_level['p99_ms']:.2f}",
+        "continuous ÷ request tokens/s": f"{ratio(systems, 'continuous', 'request'):.2f}",
+        "continuous ÷ request p50": f"{ratio(systems, 'continuous', 'request', 'p50_ms'):.2f}",
+        "continuous ÷ request p99": f"{ratio(systems, 'continuous', 'request', 'p99_ms'):.2f}",
     }
     report = {
         "machine": machine_info(),
+        "busy_at_start": busy_at_start,
         "workload": {
             "new_tokens": NEW_TOKENS,
             "clients": CLIENTS,
@@ -338,6 +402,7 @@ def main() -> None:
         },
         "systems": systems,
         "hf_levels": hf_levels,
+        "int8_verification": read_manifest(int8).verification,
         "ratios": ratios,
         "duration_s": round(time.perf_counter() - began, 1),
     }

@@ -2,22 +2,30 @@
 
 Each model is written once per test session under pytest's base temporary directory, so modules that
 import these fixtures share the same files even though pytest registers the fixtures per module.
-Repositories are built the same way: once per session and configuration.
+Repositories are built the same way: once per session and configuration. The request helpers
+(`generate`, `stream`) and the `generate()` reference the served ids are compared with live here too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import queue
 import socket
 import string
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from transformers import AutoTokenizer, T5ForConditionalGeneration
 
 from model_repo_builder.build import BuildResult, build
+from model_repo_builder.runtime.server import TritonServer
 from model_repo_builder.spec import BuildSpec, LaunchSpec
 from model_repo_builder.templates.seq2seq.generation import CROSS_CACHE_FILE
 
@@ -185,6 +193,90 @@ def launch_spec(repository: Path) -> LaunchSpec:
     return LaunchSpec(
         repository=repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
     )
+
+
+# --- requests to a served model and the reference they are compared with -----------------------
+
+
+CLIENTS = {"http": httpclient, "grpc": grpcclient}
+
+
+class Reference:
+    """transformers' greedy `generate` on the source model, one prompt at a time."""
+
+    def __init__(self, model_dir: Path):
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.model = T5ForConditionalGeneration.from_pretrained(str(model_dir)).eval()
+
+    def ids(self, prompt: str, max_new_tokens: int) -> list[int]:
+        batch = self.tokenizer(prompt, return_tensors="pt")
+        with torch.inference_mode(), torch_threads(1):
+            output = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+        return output[0, 1:].tolist()
+
+    def text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def request_inputs(module: Any, prompts: list[str] | None, **parameters: tuple[str, list]) -> list:
+    """PROMPT (unless `prompts` is None) and NAME=(datatype, values) inputs, each shaped [n, 1]."""
+    inputs = []
+    if prompts is not None:
+        prompt = module.InferInput("PROMPT", [len(prompts), 1], "BYTES")
+        prompt.set_data_from_numpy(np.array([[p.encode()] for p in prompts], dtype=np.object_))
+        inputs.append(prompt)
+    dtypes = {"INT32": np.int32, "INT64": np.int64, "FP32": np.float32, "BOOL": np.bool_, "BYTES": np.object_}
+    for name, (datatype, values) in parameters.items():
+        tensor = module.InferInput(name, [len(values), 1], datatype)
+        tensor.set_data_from_numpy(np.array([[v] for v in values], dtype=dtypes[datatype]))
+        inputs.append(tensor)
+    return inputs
+
+
+def generate(
+    server: TritonServer,
+    model: str,
+    prompts: list[str],
+    protocol: str = "http",
+    **parameters: tuple[str, list],
+) -> tuple[list[str], list[list[int]]]:
+    """Texts and ids (padding stripped) for one request; the client is closed afterwards."""
+    module = CLIENTS[protocol]
+    client = module.InferenceServerClient(server.http_url if protocol == "http" else server.grpc_url)
+    try:
+        result = client.infer(model, request_inputs(module, prompts, **parameters))
+    finally:
+        client.close()
+    texts = [t.decode() for t in result.as_numpy("TEXT").reshape(-1)]
+    ids = [[int(t) for t in row if t != -1] for row in result.as_numpy("TOKEN_IDS")]
+    return texts, ids
+
+
+def stream(
+    server: TritonServer, model: str, prompts: list[str], max_new_tokens: int
+) -> tuple[list[str], list[int]]:
+    """Text deltas and ids of one gRPC streaming request, in the order they arrived."""
+    results: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        client.start_stream(callback=lambda result, error: results.put((result, error)))
+        inputs = request_inputs(
+            grpcclient, prompts, MAX_NEW_TOKENS=("INT32", [max_new_tokens] * len(prompts))
+        )
+        client.async_stream_infer(model, inputs, enable_empty_final_response=True)
+        deltas, ids = [], []
+        while True:
+            result, error = results.get(timeout=60)
+            if error is not None:
+                raise error
+            if result.as_numpy("TOKEN_IDS") is not None:
+                deltas.append(result.as_numpy("TEXT")[0, 0].decode())
+                ids.append(int(result.as_numpy("TOKEN_IDS")[0, 0]))
+            if result.get_response().parameters["triton_final_response"].bool_param:
+                return deltas, ids
+    finally:
+        client.stop_stream()
+        client.close()
 
 
 @pytest.fixture(scope="session")

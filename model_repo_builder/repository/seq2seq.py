@@ -1,12 +1,12 @@
 """Builder for text-to-text generation repositories (T5 family): prompt in, generated text out.
 
 One python-backend model holds the tokenizer and four ONNX files (encoder, decoder, decoder with
-past, cross-attention cache) and runs the decode loop itself (`templates/seq2seq/generation.py`). Dynamic batching hands
-the model the requests that arrived together, and `--instances N` gives N independent copies, each
-with cores / N ONNX Runtime threads. By default (`--batching continuous`) each copy runs an
-iteration-level loop (templates/seq2seq/continuous.py): requests join the running batch at the next
-decode step. With `--batching request` each execute() generates its requests as one batch with a KV
-cache, to completion.
+past, cross-attention cache) and runs the decode loop itself (`templates/seq2seq/generation.py`).
+Dynamic batching hands the model the requests that arrived together, and `--instances N` gives N
+independent copies, each with cores / N ONNX Runtime threads. By default (`--batching continuous`)
+each copy runs an iteration-level loop (templates/seq2seq/continuous.py): requests join the running
+batch at the next decode step. With `--batching request` each execute() generates its requests as
+one batch with a KV cache, to completion.
 """
 
 from __future__ import annotations

@@ -15,8 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from seq2seq_fixtures import PROMPTS, launch_spec, session_build, small_t5  # noqa: F401  (fixtures)
-from test_seq2seq_e2e import Reference, generate
+from seq2seq_fixtures import (  # noqa: F401  (fixtures)
+    PROMPTS,
+    Reference,
+    generate,
+    launch_spec,
+    session_build,
+    small_t5,
+)
 
 from model_repo_builder.build import BuildResult
 from model_repo_builder.runtime.server import TritonServer

@@ -11,27 +11,26 @@ exactly, alone and in concurrent, dynamically batched requests of different leng
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from seq2seq_fixtures import (  # noqa: F401  (fixtures)
     PROMPTS,
+    Reference,
     flan_t5_small_arch,
+    generate,
     launch_spec,
+    request_inputs,
     session_build,
     small_t5,
-    torch_threads,
+    stream,
 )
-from transformers import AutoTokenizer, T5ForConditionalGeneration
 from tritonclient.utils import InferenceServerException
 
 from model_repo_builder.build import BuildResult
@@ -41,62 +40,10 @@ from model_repo_builder.templates.seq2seq.generation import MODEL_FILES
 
 pytestmark = pytest.mark.integration
 
-CLIENTS = {"http": httpclient, "grpc": grpcclient}
 # Measured on the 2+2-layer random T5: served int8 greedy output equals fp32 `generate` at 0.69 of
 # token positions (6 prompts × 16 tokens; every position after a first difference counts as unequal),
 # and the build's teacher-forced top-1 agreement is 0.93.
 INT8_MIN_TOKEN_AGREEMENT = 0.5
-
-
-class Reference:
-    """transformers' greedy `generate` on the source model, one prompt at a time."""
-
-    def __init__(self, model_dir: Path):
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = T5ForConditionalGeneration.from_pretrained(str(model_dir)).eval()
-
-    def ids(self, prompt: str, max_new_tokens: int) -> list[int]:
-        batch = self.tokenizer(prompt, return_tensors="pt")
-        with torch.inference_mode(), torch_threads(1):
-            output = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
-        return output[0, 1:].tolist()
-
-    def text(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-
-def _inputs(module: Any, prompts: list[str] | None, **parameters: tuple[str, list]) -> list:
-    """PROMPT (unless `prompts` is None) and NAME=(datatype, values) inputs, each shaped [n, 1]."""
-    inputs = []
-    if prompts is not None:
-        prompt = module.InferInput("PROMPT", [len(prompts), 1], "BYTES")
-        prompt.set_data_from_numpy(np.array([[p.encode()] for p in prompts], dtype=np.object_))
-        inputs.append(prompt)
-    dtypes = {"INT32": np.int32, "INT64": np.int64, "FP32": np.float32, "BOOL": np.bool_, "BYTES": np.object_}
-    for name, (datatype, values) in parameters.items():
-        tensor = module.InferInput(name, [len(values), 1], datatype)
-        tensor.set_data_from_numpy(np.array([[v] for v in values], dtype=dtypes[datatype]))
-        inputs.append(tensor)
-    return inputs
-
-
-def generate(
-    server: TritonServer,
-    model: str,
-    prompts: list[str],
-    protocol: str = "http",
-    **parameters: tuple[str, list],
-) -> tuple[list[str], list[list[int]]]:
-    """Texts and ids (padding stripped) for one request; the client is closed afterwards."""
-    module = CLIENTS[protocol]
-    client = module.InferenceServerClient(server.http_url if protocol == "http" else server.grpc_url)
-    try:
-        result = client.infer(model, _inputs(module, prompts, **parameters))
-    finally:
-        client.close()
-    texts = [t.decode() for t in result.as_numpy("TEXT").reshape(-1)]
-    ids = [[int(t) for t in row if t != -1] for row in result.as_numpy("TOKEN_IDS")]
-    return texts, ids
 
 
 def _statistics(server: TritonServer, model: str) -> tuple[int, int]:
@@ -106,31 +53,6 @@ def _statistics(server: TritonServer, model: str) -> tuple[int, int]:
     finally:
         client.close()
     return int(stats["inference_count"]), int(stats["execution_count"])
-
-
-def stream(
-    server: TritonServer, model: str, prompts: list[str], max_new_tokens: int
-) -> tuple[list[str], list[int]]:
-    """Text deltas and ids of one gRPC streaming request, in the order they arrived."""
-    results: queue.Queue = queue.Queue()
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    try:
-        client.start_stream(callback=lambda result, error: results.put((result, error)))
-        inputs = _inputs(grpcclient, prompts, MAX_NEW_TOKENS=("INT32", [max_new_tokens] * len(prompts)))
-        client.async_stream_infer(model, inputs, enable_empty_final_response=True)
-        deltas, ids = [], []
-        while True:
-            result, error = results.get(timeout=60)
-            if error is not None:
-                raise error
-            if result.as_numpy("TOKEN_IDS") is not None:
-                deltas.append(result.as_numpy("TEXT")[0, 0].decode())
-                ids.append(int(result.as_numpy("TOKEN_IDS")[0, 0]))
-            if result.get_response().parameters["triton_final_response"].bool_param:
-                return deltas, ids
-    finally:
-        client.stop_stream()
-        client.close()
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +114,9 @@ def test_one_request_with_several_prompts_pads_ids_with_minus_one(
     prompts = [PROMPTS[0], PROMPTS[2], PROMPTS[4]]
     client = httpclient.InferenceServerClient(small_server.http_url)
     try:
-        result = client.infer("t5-small", _inputs(httpclient, prompts, MAX_NEW_TOKENS=("INT32", [3, 9, 6])))
+        result = client.infer(
+            "t5-small", request_inputs(httpclient, prompts, MAX_NEW_TOKENS=("INT32", [3, 9, 6]))
+        )
     finally:
         client.close()
     ids = result.as_numpy("TOKEN_IDS")
@@ -249,7 +173,7 @@ def test_bad_requests_get_invalid_argument_and_the_server_keeps_serving(
     client = httpclient.InferenceServerClient(small_server.http_url)
     try:
         with pytest.raises(InferenceServerException) as caught:
-            client.infer("t5-small", _inputs(httpclient, prompts, **parameters))
+            client.infer("t5-small", request_inputs(httpclient, prompts, **parameters))
     finally:
         client.close()
     assert caught.value.status() == "400", caught.value
