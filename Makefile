@@ -1,10 +1,10 @@
 .DEFAULT_GOAL := help
 VENV := .venv/bin
 
-.PHONY: help install demo test test-fast lint format bench clean
+.PHONY: help install demo test test-fast lint format bench bench-embedding bench-seq2seq bench-startup clean
 
 help:  ## Show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 install:  ## Install system packages and .venv (Debian/Ubuntu)
 	bash scripts/install.sh
@@ -27,8 +27,16 @@ format:  ## Apply ruff formatting and fixes
 	$(VENV)/ruff format model_repo_builder tests bench
 	$(VENV)/ruff check --fix model_repo_builder tests bench
 
-bench:  ## Embedding benchmark: trb vs in-process ONNX Runtime, naive repo, sentence-transformers
+bench: bench-embedding bench-seq2seq bench-startup  ## All benchmarks, one after another (results in bench/results/)
+
+bench-embedding:  ## trb vs in-process ONNX Runtime, naive repo, sentence-transformers
 	$(VENV)/python bench/bench_embedding.py
+
+bench-seq2seq:  ## flan-t5-small architecture: trb vs HF generate (fp32, int8), naive repo
+	$(VENV)/python bench/bench_seq2seq.py
+
+bench-startup:  ## build and server-ready times, int8 layer exclusion
+	$(VENV)/python bench/bench_startup.py
 
 clean:  ## Remove generated repositories, runs and caches
 	rm -rf repos runs bench/work .pytest_cache .mypy_cache .ruff_cache

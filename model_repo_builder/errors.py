@@ -6,6 +6,8 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TrbError(Exception):
     """Root of every error caused by input, environment or a failed check rather than a bug."""
@@ -32,11 +34,15 @@ class ExportError(TrbError):
 
 
 class VerificationError(TrbError):
-    """An exported model's outputs differ from the source model's beyond tolerance."""
+    """An exported model's outputs differ from the source model's beyond tolerance.
 
-    def __init__(self, message: str, max_diffs: dict[str, float]):
+    `report` holds everything the check measured (as a manifest would record it), when it got that far.
+    """
+
+    def __init__(self, message: str, max_diffs: dict[str, float], report: dict[str, Any] | None = None):
         super().__init__(message)
         self.max_diffs = max_diffs
+        self.report = report
 
 
 class RepositoryError(TrbError):

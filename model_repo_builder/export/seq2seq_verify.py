@@ -226,6 +226,7 @@ def verify_seq2seq(
             f"{precision} model does not match the source model: {'; '.join(problems)} "
             f"(max |diff| per output: {diffs})",
             max_diffs,
+            report.as_dict(),
         )
     LOGGER.info(
         "%s verified: top-1 agreement %.4f, greedy exact %.2f, max |diff| %s",

@@ -143,6 +143,7 @@ def compare(
             f"{precision} model does not match the source model: {'; '.join(problems)} "
             f"(max |diff| per output: {diffs})",
             report.max_diffs,
+            report.as_dict(),
         )
     LOGGER.info("%s verified: min cosine %.6f, max |diff| %s", precision, report.min_cosine, report.max_diffs)
     return report

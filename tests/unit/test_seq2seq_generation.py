@@ -143,6 +143,7 @@ def test_verification_catches_a_wrong_decoder(tiny_t5_onnx: Path, tiny_t5: Path)
     assert "decoder.logits" in caught.value.max_diffs
     assert caught.value.max_diffs["decoder.logits"] > 1e-3
     assert "max |diff| per output" in str(caught.value)
+    assert caught.value.report is not None and caught.value.report["top1_agreement"] < 0.97
 
 
 def test_teacher_forced_logits_shapes(generator: Seq2SeqGenerator) -> None:
