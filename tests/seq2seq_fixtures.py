@@ -208,10 +208,12 @@ class Reference:
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.model = T5ForConditionalGeneration.from_pretrained(str(model_dir)).eval()
 
-    def ids(self, prompt: str, max_new_tokens: int) -> list[int]:
+    def ids(self, prompt: str, max_new_tokens: int, num_beams: int = 1) -> list[int]:
         batch = self.tokenizer(prompt, return_tensors="pt")
         with torch.inference_mode(), torch_threads(1):
-            output = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+            output = self.model.generate(
+                **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams
+            )
         return output[0, 1:].tolist()
 
     def text(self, ids: list[int]) -> str:

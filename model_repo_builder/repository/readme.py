@@ -58,7 +58,8 @@ Optional inputs, each [batch, 1] like `PROMPT` (one value per prompt):
 `MAX_NEW_TOKENS` (INT32, default {default_max_new_tokens}, at most {max_new_tokens_limit}),
 `DO_SAMPLE` (BOOL, default false: greedy decoding), `TEMPERATURE` (FP32 > 0, default 1.0),
 `TOP_P` (FP32 in (0, 1], default 1.0), `SEED` (INT64 ≥ 0; same seed and prompt, same text),
-`NUM_BEAMS` (INT32; only 1 — beam search is not yet supported).
+`NUM_BEAMS` (INT32, 1 to 8, default 1; above 1, beam search as transformers' `generate` does it,
+not with sampling and not on the streaming model).
 
     curl -s localhost:8000/v2/models/{name}/infer -H 'Content-Type: application/json' -d '{{
       "inputs": [{{"name": "PROMPT", "shape": [1, 1], "datatype": "BYTES",

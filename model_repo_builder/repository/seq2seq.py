@@ -34,7 +34,7 @@ from model_repo_builder.templates.seq2seq.generation import (
 
 LOGGER = logging.getLogger(__name__)
 
-TEMPLATE_FILES = ("model.py", "generation.py", "continuous.py")
+TEMPLATE_FILES = ("model.py", "generation.py", "continuous.py", "beam.py")
 STREAM_SUFFIX = "_stream"
 # The streaming variant answers one prompt per request, token by token; one instance of it sits
 # beside the batched model's `--instances`.

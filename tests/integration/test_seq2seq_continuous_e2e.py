@@ -121,3 +121,25 @@ def test_sampling_with_a_seed_is_reproducible_while_other_requests_run(
         time.sleep(0.05)
         assert generate(continuous_server, MODEL, [PROMPTS[1]], **sampling) == alone
         busy.result()
+
+
+def test_a_beam_search_request_runs_beside_the_running_batch(
+    continuous_server: TritonServer, reference: Reference
+) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        greedy = pool.submit(
+            generate, continuous_server, MODEL, [PROMPTS[0]], MAX_NEW_TOKENS=("INT32", [LONG_TOKENS])
+        )
+        time.sleep(0.05)
+        beams = generate(
+            continuous_server,
+            MODEL,
+            [PROMPTS[3], PROMPTS[5]],
+            NUM_BEAMS=("INT32", [3, 3]),
+            MAX_NEW_TOKENS=("INT32", [15, 15]),
+        )[1]
+        assert beams == [
+            reference.ids(PROMPTS[3], 15, num_beams=3),
+            reference.ids(PROMPTS[5], 15, num_beams=3),
+        ]
+        assert greedy.result()[1][0] == reference.ids(PROMPTS[0], LONG_TOKENS)

@@ -126,6 +126,35 @@ def test_one_request_with_several_prompts_pads_ids_with_minus_one(
     assert result.as_numpy("TEXT").shape == (3, 1)
 
 
+def test_beam_search_requests_equal_hf_beam_search(
+    small_server: TritonServer, small_reference: Reference
+) -> None:
+    # One request mixing beam widths and greedy decoding, then a beam request over gRPC.
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[4]]
+    ids = generate(
+        small_server,
+        "t5-small",
+        prompts,
+        NUM_BEAMS=("INT32", [4, 1, 2]),
+        MAX_NEW_TOKENS=("INT32", [12, 12, 20]),
+    )[1]
+    assert ids == [
+        small_reference.ids(PROMPTS[0], 12, num_beams=4),
+        small_reference.ids(PROMPTS[1], 12),
+        small_reference.ids(PROMPTS[4], 20, num_beams=2),
+    ]
+    texts, (alone,) = generate(
+        small_server,
+        "t5-small",
+        [PROMPTS[2]],
+        "grpc",
+        NUM_BEAMS=("INT32", [3]),
+        MAX_NEW_TOKENS=("INT32", [9]),
+    )
+    assert alone == small_reference.ids(PROMPTS[2], 9, num_beams=3)
+    assert texts == [small_reference.text(alone)]
+
+
 def test_sampling_with_a_seed_is_reproducible(small_server: TritonServer) -> None:
     sampling = {
         "MAX_NEW_TOKENS": ("INT32", [10]),
@@ -153,7 +182,7 @@ BAD_REQUESTS = {
     ),
     "negative new tokens": (["ok"], {"MAX_NEW_TOKENS": ("INT32", [-5])}, "got -5"),
     "absurd new tokens": (["ok"], {"MAX_NEW_TOKENS": ("INT32", [2**31 - 1])}, "got 2147483647"),
-    "beam search": (["ok"], {"NUM_BEAMS": ("INT32", [4])}, "beam search is not yet supported"),
+    "too many beams": (["ok"], {"NUM_BEAMS": ("INT32", [64])}, "NUM_BEAMS must be between 1 and 8"),
     "zero temperature": (
         ["ok"],
         {"DO_SAMPLE": ("BOOL", [True]), "TEMPERATURE": ("FP32", [0.0])},
@@ -205,10 +234,11 @@ def test_manifest_records_task_verification_and_files(small_fp32: BuildResult) -
         "decoder_with_past.logits",
         "cross_cache",
     }
-    for part in (*MODEL_FILES, "generation.py", "continuous.py"):
+    for part in (*MODEL_FILES, "generation.py", "continuous.py", "beam.py"):
         assert f"t5-small/1/{part}" in manifest.files
     streaming_files = sorted(path for path in manifest.files if path.startswith("t5-small_stream/"))
     assert streaming_files == [
+        "t5-small_stream/1/beam.py",
         "t5-small_stream/1/continuous.py",
         "t5-small_stream/1/generation.py",
         "t5-small_stream/1/model.py",

@@ -20,6 +20,11 @@ from typing import Any
 
 import numpy as np
 
+if __package__:  # imported from the trb package (tests, verification)
+    from .beam import BeamSearch, log_softmax
+else:  # copied next to beam.py in a repository
+    from beam import BeamSearch, log_softmax  # type: ignore[no-redef]
+
 ENCODER_FILE = "encoder_model.onnx"
 DECODER_FILE = "decoder_model.onnx"
 DECODER_WITH_PAST_FILE = "decoder_with_past_model.onnx"
@@ -36,6 +41,8 @@ TOKEN_IDS_OUTPUT = "TOKEN_IDS"
 # self-attention keys, so rows whose caches hold different numbers of tokens can share a call.
 SELF_ATTENTION_BIAS_INPUT = "decoder_attention_bias"
 MASKED = np.finfo(np.float32).min
+# Each beam is one more row in every decoder call; wider searches rarely help and cost linearly.
+MAX_BEAMS = 8
 
 
 StepCallback = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
@@ -172,10 +179,11 @@ def decode_prompts(raw: np.ndarray, input_name: str = "PROMPT") -> list[str]:
 
 def check_params(params: GenerationParams, settings: GeneratorSettings) -> GenerationParams:
     """Return `params` if they can be served; raise `InvalidRequestError` naming the input otherwise."""
-    if params.num_beams != 1:
+    if not 1 <= params.num_beams <= MAX_BEAMS:
+        raise InvalidRequestError(f"NUM_BEAMS must be between 1 and {MAX_BEAMS}, got {params.num_beams}")
+    if params.num_beams > 1 and params.do_sample:
         raise InvalidRequestError(
-            f"NUM_BEAMS={params.num_beams}: beam search is not yet supported; "
-            "use greedy decoding (the default) or sampling (DO_SAMPLE=true)"
+            "DO_SAMPLE with NUM_BEAMS > 1 (beam sampling) is not supported; use one or the other"
         )
     if not 1 <= params.max_new_tokens <= settings.max_new_tokens_limit:
         raise InvalidRequestError(
@@ -398,12 +406,64 @@ class Seq2SeqGenerator:
     ) -> list[list[int]]:
         """Generated ids (without the decoder start token, with EOS when emitted) for each prompt.
 
-        `on_step(rows, tokens, done)`, if given, is called after every step with the indices (into
-        `token_ids`) of the sequences still running, the token each just produced and whether that
-        token ended it; streaming sends those tokens out as they are made.
+        Greedy and sampled prompts decode together; beam-search prompts run one search per beam
+        width. `on_step(rows, tokens, done)`, if given, is called after every greedy or sampling
+        step with the indices (into `token_ids`) of the sequences still running, the token each just
+        produced and whether that token ended it; streaming sends those tokens out as they are made.
         """
         if len(token_ids) != len(params):
             raise ValueError(f"{len(token_ids)} prompts but {len(params)} parameter sets")
+        results: list[list[int]] = [[] for _ in token_ids]
+        widths = sorted({p.num_beams for p in params})
+        for width in widths:
+            rows = [index for index, p in enumerate(params) if p.num_beams == width]
+            if width == 1:
+                generated = self._decode(
+                    [token_ids[i] for i in rows], [params[i] for i in rows], rows, on_step
+                )
+            elif on_step is not None:
+                raise InvalidRequestError("beam search cannot stream; use the non-streaming model")
+            else:
+                limits = [params[i].max_new_tokens for i in rows]
+                generated = self.beam_search([token_ids[i] for i in rows], width, limits)
+            for row, ids in zip(rows, generated, strict=True):
+                results[row] = ids
+        return results
+
+    def beam_search(
+        self, token_ids: Sequence[Sequence[int]], num_beams: int, max_new_tokens: Sequence[int]
+    ) -> list[list[int]]:
+        """Beam search (templates/seq2seq/beam.py) of every prompt, its beams batched in each decoder call."""
+        hidden, mask = self.encode(token_ids)
+        hidden, mask = np.repeat(hidden, num_beams, axis=0), np.repeat(mask, num_beams, axis=0)
+        start = np.full((len(hidden), 1), self.settings.decoder_start_token_id, dtype=np.int64)
+        logits, cache = self.first_step(start, hidden, mask)
+        searches = [BeamSearch(num_beams, limit, self.settings.eos_token_id) for limit in max_new_tokens]
+        active = list(range(len(token_ids)))  # prompts still searching, in the order of their row blocks
+        while True:
+            log_probs = log_softmax(logits[:, -1, :]).reshape(len(active), num_beams, -1)
+            rows, tokens, still = [], [], []
+            for block, prompt in enumerate(active):
+                search = searches[prompt]
+                if not search.advance(log_probs[block]):
+                    rows.append(block * num_beams + search.parents)
+                    tokens.append(search.tokens)
+                    still.append(prompt)
+            if not still:
+                return [search.best() for search in searches]
+            select = np.concatenate(rows)
+            active, mask = still, mask[select]
+            cache = {name: value[select] for name, value in cache.items()}
+            logits, cache = self.next_step(np.concatenate(tokens), mask, cache)
+
+    def _decode(
+        self,
+        token_ids: Sequence[Sequence[int]],
+        params: Sequence[GenerationParams],
+        indices: Sequence[int],
+        on_step: StepCallback | None,
+    ) -> list[list[int]]:
+        """Greedy or sampled ids of each prompt; `indices` are what `on_step` reports the rows as."""
         if not token_ids:
             return []
         hidden, mask = self.encode(token_ids)
@@ -421,7 +481,7 @@ class Seq2SeqGenerator:
             steps += 1
             done = (tokens == self.settings.eos_token_id) | (steps >= limits[rows])
             if on_step is not None:
-                on_step(rows, tokens, done)
+                on_step(np.asarray(indices)[rows], tokens, done)
             if done.all():
                 return results
             if done.any():

@@ -7,7 +7,8 @@ call and one batched, KV-cached decode loop per execute(), finished sequences le
 With the `batching` parameter set to `continuous`, execute() only queues the requests and returns; a
 background thread runs the iteration-level loop of continuous.py (new requests join the running
 batch at the next decode step) and answers each request through its response sender once all its
-prompts are done (one response per request, so the model stays non-decoupled).
+prompts are done (one response per request, so the model stays non-decoupled). Requests that ask
+for beam search (NUM_BEAMS > 1) cannot join that batch; a second thread answers them beside it.
 
 The same file serves the streaming variant (decoupled transaction policy): there each request holds
 one prompt and gets one response per generated token (its text delta and id), then an empty final
@@ -76,12 +77,17 @@ class TritonPythonModel:
             self._stopping = threading.Event()
             self._loop = threading.Thread(target=self._run_continuous, name="trb-continuous", daemon=True)
             self._loop.start()
+            # Beam searches cannot join the running batch: they run beside it, one request at a time.
+            self._beam_queue = queue.Queue()
+            self._beams = threading.Thread(target=self._run_beams, name="trb-beams", daemon=True)
+            self._beams.start()
 
     def finalize(self):
         """Stop the continuous-batching loop (requests still queued are answered with an error)."""
         if getattr(self, "continuous", False):
             self._stopping.set()
             self._loop.join(timeout=30)
+            self._beams.join(timeout=30)
 
     def _parse(self, request):
         prompts = decode_prompts(pb_utils.get_input_tensor_by_name(request, PROMPT_INPUT).as_numpy())
@@ -140,6 +146,8 @@ class TritonPythonModel:
                         f"a streaming request holds exactly one prompt, got {len(request_ids)}; "
                         "send one request per prompt"
                     )
+                if request_params_[0].num_beams > 1:
+                    raise InvalidRequestError("beam search cannot stream; use the non-streaming model")
             except InvalidRequestError as error:
                 error_response = pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
@@ -193,7 +201,11 @@ class TritonPythonModel:
                 )
                 sender.send(error_response, flags=final)
                 continue
-            self._queue.put(_Pending(sender, request_ids, request_params_))
+            pending = _Pending(sender, request_ids, request_params_)
+            if any(row_params.num_beams > 1 for row_params in request_params_):
+                self._beam_queue.put(pending)
+            else:
+                self._queue.put(pending)
 
     def _run_continuous(self):
         """Admit queued prompts between decode steps until finalize(); answer each request when done."""
@@ -235,6 +247,24 @@ class TritonPythonModel:
             pending.fail("the model is being unloaded")
         while not self._queue.empty():
             self._queue.get_nowait().fail("the model is being unloaded")
+
+    def _run_beams(self):
+        """Answer queued beam-search requests (with their other prompts) until finalize()."""
+        while not self._stopping.is_set():
+            try:
+                pending = self._beam_queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            try:
+                generated = self.generator.generate_ids(pending.token_ids, pending.params)
+            except Exception as error:  # the request must still be answered, with the reason
+                pb_utils.Logger.log_error(f"beam search failed: {error!r}")
+                pending.fail(f"generation failed: {error}")
+                continue
+            for row, ids in enumerate(generated):
+                pending.finish(row, ids, self.generator.detokenize)
+        while not self._beam_queue.empty():
+            self._beam_queue.get_nowait().fail("the model is being unloaded")
 
 
 class _Pending:
