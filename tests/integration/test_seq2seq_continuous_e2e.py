@@ -9,6 +9,7 @@ must come back first.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,10 @@ from seq2seq_fixtures import (  # noqa: F401  (fixtures)
 )
 
 from model_repo_builder.build import BuildResult
+from model_repo_builder.errors import ServerError
+from model_repo_builder.repository.manifest import MANIFEST_NAME
 from model_repo_builder.runtime.server import TritonServer
+from model_repo_builder.templates.seq2seq.generation import CROSS_CACHE_FILE
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +147,17 @@ def test_a_beam_search_request_runs_beside_the_running_batch(
             reference.ids(PROMPTS[5], 15, num_beams=3),
         ]
         assert greedy.result()[1][0] == reference.ids(PROMPTS[0], LONG_TOKENS)
+
+
+def test_a_repository_built_without_the_cross_cache_model_fails_to_load_and_says_why(
+    continuous_build: BuildResult, tmp_path: Path
+) -> None:
+    older = tmp_path / "repository"
+    shutil.copytree(continuous_build.repository, older, ignore=shutil.ignore_patterns(MANIFEST_NAME))
+    (older / MODEL / "1" / CROSS_CACHE_FILE).unlink()
+    server = TritonServer(launch_spec(older)).start()
+    try:
+        with pytest.raises(ServerError, match=f"{CROSS_CACHE_FILE}.*rebuild the repository"):
+            server.wait_ready(timeout_s=60)
+    finally:
+        server.stop()

@@ -72,6 +72,7 @@ class TritonPythonModel:
         self.generator = Seq2SeqGenerator.from_directory(version_dir, settings)
         self.continuous = not self.decoupled and parameters.get("batching", "request") == "continuous"
         if self.continuous:
+            ContinuousBatch(self.generator)  # a repository that cannot batch continuously fails to load
             self._max_running = int(parameters.get("max_running", "32"))
             self._queue = queue.Queue()
             self._stopping = threading.Event()
@@ -209,7 +210,7 @@ class TritonPythonModel:
 
     def _run_continuous(self):
         """Admit queued prompts between decode steps until finalize(); answer each request when done."""
-        batch = ContinuousBatch(self.generator)
+        batch = ContinuousBatch(self.generator)  # checked in initialize()
         waiting = []  # prompts queued but not yet admitted: (pending, row)
         open_requests = set()
         while not self._stopping.is_set():
