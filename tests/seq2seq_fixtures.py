@@ -255,16 +255,15 @@ def generate(
 
 
 def stream(
-    server: TritonServer, model: str, prompts: list[str], max_new_tokens: int
+    server: TritonServer, model: str, prompts: list[str], max_new_tokens: int, **parameters: tuple[str, list]
 ) -> tuple[list[str], list[int]]:
     """Text deltas and ids of one gRPC streaming request, in the order they arrived."""
     results: queue.Queue = queue.Queue()
     client = grpcclient.InferenceServerClient(server.grpc_url)
     try:
         client.start_stream(callback=lambda result, error: results.put((result, error)))
-        inputs = request_inputs(
-            grpcclient, prompts, MAX_NEW_TOKENS=("INT32", [max_new_tokens] * len(prompts))
-        )
+        limits = ("INT32", [max_new_tokens] * len(prompts))
+        inputs = request_inputs(grpcclient, prompts, MAX_NEW_TOKENS=limits, **parameters)
         client.async_stream_infer(model, inputs, enable_empty_final_response=True)
         deltas, ids = [], []
         while True:

@@ -269,6 +269,13 @@ def test_streaming_rejects_several_prompts_in_one_request(small_server: TritonSe
     assert stream(small_server, "t5-small_stream", [PROMPTS[3]], 2)[1]
 
 
+def test_streaming_refuses_beam_search(small_server: TritonServer) -> None:
+    with pytest.raises(InferenceServerException) as caught:
+        stream(small_server, "t5-small_stream", [PROMPTS[0]], 4, NUM_BEAMS=("INT32", [2]))
+    assert "beam search cannot stream" in caught.value.message()
+    assert stream(small_server, "t5-small_stream", [PROMPTS[3]], 2)[1]
+
+
 def test_int8_stays_close_to_fp32(
     tmp_path_factory: pytest.TempPathFactory,
     small_t5: Path,

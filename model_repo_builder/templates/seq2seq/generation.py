@@ -7,7 +7,9 @@ runs inside the python-backend stub, in the build's numeric verification and in 
 The loop runs every sequence of a batch together: one encoder call, one decoder call for the first
 token (which also yields the cross-attention keys/values), then one decoder-with-past call per step.
 A sequence that emits EOS or reaches its own `max_new_tokens` leaves the batch at once, so its rows of
-the KV cache stop costing compute. Every sequence carries its own generation parameters.
+the KV cache stop costing compute. Every sequence carries its own generation parameters. Prompts
+that ask for beam search run their beams as rows of the same kind of loop (beam.py keeps the scores),
+the cache rows following the beams they continue.
 """
 
 from __future__ import annotations
