@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +40,20 @@ def resolve_target(target: str) -> tuple[str, ModelIO]:
 
 
 def infer_texts(
-    model: str, io: ModelIO, texts: Sequence[str], url: str = "127.0.0.1:8000", protocol: str = "http"
+    model: str,
+    io: ModelIO,
+    texts: Sequence[str],
+    url: str = "127.0.0.1:8000",
+    protocol: str = "http",
+    int_inputs: Mapping[str, int] | None = None,
+    output_name: str | None = None,
 ) -> np.ndarray:
-    """Send `texts` in one request; return the main output. Errors carry the server's message."""
+    """Send `texts` in one request; return the main output (or `output_name`).
+
+    `int_inputs` are INT32 inputs sent with the same value for every text (e.g. MAX_NEW_TOKENS).
+    Errors carry the server's message.
+    """
+    output_name = output_name or io.output_name
     batch = np.array([[text.encode("utf-8")] for text in texts], dtype=np.object_)
     if protocol == "grpc":
         import tritonclient.grpc as client_module
@@ -55,7 +66,12 @@ def infer_texts(
         client = client_module.InferenceServerClient(url)
         request = client_module.InferInput(io.input_name, list(batch.shape), "BYTES")
         request.set_data_from_numpy(batch)
-        result = client.infer(model, [request], outputs=[client_module.InferRequestedOutput(io.output_name)])
+        requests = [request]
+        for name, value in (int_inputs or {}).items():
+            extra = client_module.InferInput(name, [len(texts), 1], "INT32")
+            extra.set_data_from_numpy(np.full((len(texts), 1), value, dtype=np.int32))
+            requests.append(extra)
+        result = client.infer(model, requests, outputs=[client_module.InferRequestedOutput(output_name)])
     except InferenceServerException as error:
         raise InferenceError(f"{model} at {url}: {error.message()}") from None
     except (ConnectionError, OSError) as error:
@@ -66,9 +82,9 @@ def infer_texts(
         # An idle keep-alive connection makes tritonserver wait out its whole exit timeout on shutdown.
         if client is not None:
             client.close()
-    output = result.as_numpy(io.output_name)
+    output = result.as_numpy(output_name)
     if output is None:
-        raise InferenceError(f"{model} at {url} answered without an {io.output_name} output")
+        raise InferenceError(f"{model} at {url} answered without an {output_name} output")
     return np.asarray(output)
 
 

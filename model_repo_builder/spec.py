@@ -173,6 +173,8 @@ class SweepSpec:
     protocol: str = "grpc"
     measurement_interval_ms: int = 1000
     budget_s: float | None = None
+    # Text-generation models: new tokens every request asks for (None: the model's default).
+    max_new_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if (self.repository is None) == (self.url is None):
@@ -185,6 +187,8 @@ class SweepSpec:
             raise SpecError("`--search` needs a repository: it relaunches the model with each configuration")
         if not self.concurrency and not self.request_rates:
             raise SpecError("give at least one `--concurrency` or `--request-rate` level")
+        if self.max_new_tokens is not None:
+            _require_int_at_least("--max-new-tokens", self.max_new_tokens, 1)
         for level in self.concurrency:
             _require_int_at_least("--concurrency", level, 1)
         for rate in self.request_rates:

@@ -53,6 +53,11 @@ def _numbers(text: str | None, kind: type) -> tuple:  # type: ignore[type-arg]
 )
 @click.option("--profile-duration", type=float, default=30.0, show_default=True, help="Seconds per profile.")
 @click.option("--prompts", type=click.Path(path_type=Path, exists=True), help="Text inputs, one per line.")
+@click.option(
+    "--max-new-tokens",
+    type=int,
+    help="Text-generation models: new tokens every request asks for (default: the model's default).",
+)
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
 @click.option("--interval-ms", type=int, default=1000, show_default=True, help="perf_analyzer window length.")
 @click.option("--budget", type=float, help="Seconds the whole sweep may take.")

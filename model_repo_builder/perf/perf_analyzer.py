@@ -247,11 +247,14 @@ class PerfResult:
         )
 
 
-def write_text_input_data(path: Path, input_name: str, texts: Sequence[str]) -> Path:
+def write_text_input_data(
+    path: Path, input_name: str, texts: Sequence[str], int_inputs: Mapping[str, int] | None = None
+) -> Path:
     """Write perf_analyzer --input-data JSON that sends one text per request, cycling through `texts`.
 
     The format is one stream of steps, each a TYPE_STRING tensor of shape [1] (the batch dimension
     is added by perf_analyzer): `{"data": [{"TEXT": {"content": ["..."], "shape": [1]}}, ...]}`.
+    `int_inputs` adds the same integer inputs to every step (e.g. `{"MAX_NEW_TOKENS": 32}`).
 
     Raises:
         SpecError: If there are no texts or one of them is empty.
@@ -261,7 +264,8 @@ def write_text_input_data(path: Path, input_name: str, texts: Sequence[str]) -> 
     empty = [index for index, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
     if empty:
         raise SpecError(f"input texts must be non-empty strings; texts {empty[:5]} are not")
-    steps = [{input_name: {"content": [text], "shape": [1]}} for text in texts]
+    fixed = {name: {"content": [int(value)], "shape": [1]} for name, value in (int_inputs or {}).items()}
+    steps = [{input_name: {"content": [text], "shape": [1]}, **fixed} for text in texts]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"data": steps}, indent=1), encoding="utf-8")
     return path

@@ -143,17 +143,26 @@ def _plot_profile(profile: dict[str, Any], path: Path) -> bytes:
     return _save(fig, path)
 
 
+def level_columns(results: dict[str, Any]) -> tuple[str, ...]:
+    """The per-level columns; a text-generation sweep adds tokens/s after requests/s."""
+    if "generation" not in results:
+        return LEVEL_COLUMNS
+    after = LEVEL_COLUMNS.index("throughput_rps") + 1
+    return (*LEVEL_COLUMNS[:after], "tokens_per_s", *LEVEL_COLUMNS[after:])
+
+
 def level_rows(results: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Every measured level of every config, flat, for CSV and tables."""
+    columns = level_columns(results)[1:]
     for config in results["configs"]:
         for level in sorted(config["levels"], key=lambda item: (item["mode"], item["load"])):
-            yield {"config": config["name"], **{key: level.get(key) for key in LEVEL_COLUMNS[1:]}}
+            yield {"config": config["name"], **{key: level.get(key) for key in columns}}
 
 
 def write_csv(results: dict[str, Any], path: Path) -> Path:
     """levels.csv: one row per measured level."""
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(LEVEL_COLUMNS))
+        writer = csv.DictWriter(handle, fieldnames=list(level_columns(results)))
         writer.writeheader()
         writer.writerows(level_rows(results))
     return path
@@ -218,7 +227,7 @@ def write_report(results: dict[str, Any], folder: Path) -> Path:
     if results.get("search"):
         sections.append(f"<p>Search: {html.escape(json.dumps(results['search']))}</p>")
     sections.append("<h2>Every measured level</h2>")
-    sections.append(_table(list(level_rows(results)), LEVEL_COLUMNS))
+    sections.append(_table(list(level_rows(results)), level_columns(results)))
     style = (
         "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from model_repo_builder import __version__
+from model_repo_builder.client import ModelIO, infer_texts
 from model_repo_builder.errors import InferenceError, SpecError, TrbError
 from model_repo_builder.perf import analysis, metrics
 from model_repo_builder.perf.perf_analyzer import (
@@ -91,6 +92,7 @@ class Target:
     input_name: str | None
     metrics_url: str | None
     server: TritonServer | None
+    generates: bool = False  # a text-generation model: it takes MAX_NEW_TOKENS, returns TOKEN_IDS
 
 
 def load_prompts(path: Path | None) -> list[str]:
@@ -107,11 +109,19 @@ def load_prompts(path: Path | None) -> list[str]:
     return prompts
 
 
-def _string_input(repository: Path, model: str) -> str | None:
+# The optional input and the output of trb's text-generation models that the sweep uses.
+MAX_NEW_TOKENS_INPUT = "MAX_NEW_TOKENS"
+TOKEN_IDS_OUTPUT = "TOKEN_IDS"
+TOKEN_PADDING = -1
+_PROBE_PROMPTS = 16
+
+
+def _local_inputs(repository: Path, model: str) -> tuple[str | None, bool]:
+    """The model's first TYPE_STRING input, and whether it is a text-generation model."""
     config = model_config.parse((repository / model / "config.pbtxt").read_text(encoding="utf-8"))
-    return next(
-        (i.name for i in config.input if i.data_type == model_config.model_config_pb2.TYPE_STRING), None
-    )
+    string_type = model_config.model_config_pb2.TYPE_STRING
+    text = next((i.name for i in config.input if i.data_type == string_type), None)
+    return text, any(i.name == MAX_NEW_TOKENS_INPUT for i in config.input)
 
 
 @contextlib.contextmanager
@@ -119,12 +129,14 @@ def serve(spec: SweepSpec, repository: Path | None) -> Iterator[Target]:
     """Launch `repository` on free loopback ports, or point at `spec.url`."""
     if repository is None:
         assert spec.url is not None and spec.model is not None  # guaranteed by SweepSpec validation
+        input_name, generates = _remote_inputs(spec)
         yield Target(
             model=spec.model,
             url=spec.url,
-            input_name=_remote_string_input(spec),
+            input_name=input_name,
             metrics_url=None,
             server=None,
+            generates=generates,
         )
         return
     model = read_manifest(repository).name
@@ -132,18 +144,20 @@ def serve(spec: SweepSpec, repository: Path | None) -> Iterator[Target]:
     launch = LaunchSpec(
         repository=repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
     )
+    input_name, generates = _local_inputs(repository, model)
     with TritonServer(launch) as server:
         url = server.grpc_url if spec.protocol == "grpc" else server.http_url
         yield Target(
             model=model,
             url=url,
-            input_name=_string_input(repository, model),
+            input_name=input_name,
             metrics_url=server.metrics_url,
             server=server,
+            generates=generates,
         )
 
 
-def _remote_string_input(spec: SweepSpec) -> str | None:
+def _remote_inputs(spec: SweepSpec) -> tuple[str | None, bool]:
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
@@ -160,7 +174,8 @@ def _remote_string_input(spec: SweepSpec) -> str | None:
         raise InferenceError(
             f"cannot read the config of {spec.model} at {spec.url}: {error.message()}"
         ) from None
-    return next((i["name"] for i in inputs if i.get("data_type") == "TYPE_STRING"), None)
+    text = next((i["name"] for i in inputs if i.get("data_type") == "TYPE_STRING"), None)
+    return text, any(i["name"] == MAX_NEW_TOKENS_INPUT for i in inputs)
 
 
 def _level(result: PerfResult, mode: str) -> dict[str, Any]:
@@ -186,15 +201,45 @@ class Sweeper:
         self.slo = analysis.parse_slo(spec.slo) if spec.slo else None
         self.prompts = load_prompts(spec.prompts)
         self.measurements = 0
+        self.generation: dict[str, Any] | None = None  # tokens per request, once probed
 
     def _input_file(self, target: Target) -> Path | None:
         """perf_analyzer input data for the target's text input, written once per input name."""
+        if self.spec.max_new_tokens is not None and not target.generates:
+            raise SpecError(
+                f"`--max-new-tokens` applies to text-generation models; {target.model} has no "
+                f"{MAX_NEW_TOKENS_INPUT} input"
+            )
         if target.input_name is None:
             return None
         path = self.folder / "raw" / f"input_data_{target.input_name}.json"
         if not path.is_file():
-            write_text_input_data(path, target.input_name, self.prompts)
+            write_text_input_data(path, target.input_name, self.prompts, self._generation_inputs())
         return path
+
+    def _generation_inputs(self) -> dict[str, int]:
+        tokens = self.spec.max_new_tokens
+        return {} if tokens is None else {MAX_NEW_TOKENS_INPUT: tokens}
+
+    def probe_generation(self, target: Target) -> None:
+        """For a text-generation model, count the tokens it generates per request for the sweep's prompts.
+
+        Requests/s times that mean is the sweep's tokens/s; measured once, on the first configuration.
+        """
+        if not target.generates or target.input_name is None or self.generation is not None:
+            return
+        io = ModelIO(task="text2text-generation", input_name=target.input_name, output_name=TOKEN_IDS_OUTPUT)
+        inputs = self._generation_inputs()
+        counts = []
+        for prompt in self.prompts[:_PROBE_PROMPTS]:  # one request each: any max batch size takes it
+            ids = infer_texts(target.model, io, [prompt], target.url, self.spec.protocol, inputs)
+            counts.append(int((ids != TOKEN_PADDING).sum()))
+        self.generation = {
+            "max_new_tokens": self.spec.max_new_tokens,
+            "tokens_per_request": sum(counts) / len(counts),
+            "prompts": len(counts),
+        }
+        LOGGER.info("%s: %.1f generated tokens per request", target.model, sum(counts) / len(counts))
 
     def measure(
         self,
@@ -346,6 +391,7 @@ class Sweeper:
         if repository is not None and scheduling is not None:
             served = make_variant(repository, self.folder / "variants" / name, scheduling)
         with serve(self.spec, served) as target:
+            self.probe_generation(target)
             before = metrics.scrape(target.metrics_url) if target.metrics_url else {}
             levels = self.curve(target, "concurrency", tuple(map(float, self.spec.concurrency)), name)
             if self.spec.request_rates:
@@ -460,6 +506,22 @@ def _plan(sweeper: Sweeper, results: dict[str, Any], best: dict[str, Any]) -> No
         )
 
 
+def _add_tokens_per_s(results: dict[str, Any], generation: dict[str, Any]) -> None:
+    """Give every level of a text-generation sweep its tokens/s: requests/s × tokens per request."""
+    results["generation"] = generation
+    for config in results["configs"]:
+        for level in config["levels"]:
+            level["tokens_per_s"] = level["throughput_rps"] * generation["tokens_per_request"]
+
+
+def _tokens_sentence(best: dict[str, Any], generation: dict[str, Any]) -> str:
+    capacity = best.get("capacity") or {}
+    requests = float(capacity.get("throughput_rps") or 0.0)
+    per_request = generation["tokens_per_request"]
+    tokens = requests * per_request
+    return f" At {per_request:.1f} generated tokens per request that is {tokens:.0f} tokens/s."
+
+
 def _histogram(best: dict[str, Any]) -> dict[str, Any] | None:
     levels = [level for level in best["levels"] if level.get("latencies_ms")]
     if not levels:
@@ -543,10 +605,14 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
         else:
             results["configs"] = [sweeper.measure_config(spec.repository, None)]
         best = max(results["configs"], key=_score) if results["configs"] else None
+        if sweeper.generation is not None:
+            _add_tokens_per_s(results, sweeper.generation)
         if best is not None:
             results["best_config"] = best["name"]
             results["histogram"] = _histogram(best)
             _plan(sweeper, results, best)
+            if sweeper.generation is not None:
+                results["summary"] += _tokens_sentence(best, sweeper.generation)
             if spec.profiles:
                 results["profiles"] = _profiles(sweeper, spec.repository, best)
     except TrbError as error:

@@ -11,6 +11,7 @@ exactly, alone and in concurrent, dynamically batched requests of different leng
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,8 +35,10 @@ from seq2seq_fixtures import (  # noqa: F401  (fixtures)
 from tritonclient.utils import InferenceServerException
 
 from model_repo_builder.build import BuildResult
+from model_repo_builder.perf.sweep import run_sweep
 from model_repo_builder.repository.manifest import read_manifest
 from model_repo_builder.runtime.server import TritonServer
+from model_repo_builder.spec import SweepSpec
 from model_repo_builder.templates.seq2seq.generation import MODEL_FILES
 
 pytestmark = pytest.mark.integration
@@ -319,3 +322,27 @@ def test_flan_t5_small_architecture_is_served_exactly(
                 )
             )
     assert served == expected
+
+
+def test_sweep_reports_tokens_per_second_for_a_generation_model(
+    small_fp32: BuildResult, tmp_path: Path
+) -> None:
+    spec = SweepSpec(
+        repository=small_fp32.repository,
+        concurrency=(1, 4),
+        max_new_tokens=6,
+        measurement_interval_ms=1000,
+        output=tmp_path,
+    )
+    results = run_sweep(spec).results
+    data = json.loads((tmp_path / "raw" / "input_data_PROMPT.json").read_text())
+    assert all(step["MAX_NEW_TOKENS"] == {"content": [6], "shape": [1]} for step in data["data"])
+    generation = results["generation"]
+    assert 1 <= generation["tokens_per_request"] <= 6 and generation["prompts"] == 8
+    levels = results["configs"][0]["levels"]
+    assert len(levels) == 2
+    for level in levels:
+        assert level["tokens_per_s"] == pytest.approx(
+            level["throughput_rps"] * generation["tokens_per_request"]
+        )
+    assert "generated tokens per request" in results["summary"]

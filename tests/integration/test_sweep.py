@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from model_repo_builder.cli import main
-from model_repo_builder.errors import InferenceError
+from model_repo_builder.errors import InferenceError, SpecError
 from model_repo_builder.perf import profiles
 from model_repo_builder.perf.sweep import Sweeper, SweepError, run_sweep, serve
 from model_repo_builder.repository.variants import Scheduling, make_variant
@@ -115,6 +115,12 @@ def test_unreachable_server_is_a_clear_error_and_keeps_the_run(tmp_path: Path, f
         run_sweep(SweepSpec(url=f"127.0.0.1:{port}", model="nothing", output=tmp_path))
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["errors"] and results["configs"] == []
+
+
+def test_max_new_tokens_on_an_embedding_model_is_a_clear_error(int8_repo, tmp_path: Path) -> None:
+    spec = SweepSpec(repository=int8_repo.repository, concurrency=(1,), max_new_tokens=8, output=tmp_path)
+    with pytest.raises(SpecError, match="`--max-new-tokens` applies to text-generation models"):
+        run_sweep(spec)
 
 
 def test_unmet_slo_exits_non_zero_with_partial_results(int8_repo, tmp_path: Path) -> None:

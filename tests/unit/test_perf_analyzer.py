@@ -273,6 +273,15 @@ def test_write_text_input_data_format(tmp_path):
     }
 
 
+def test_write_text_input_data_adds_fixed_integer_inputs_to_every_request(tmp_path):
+    path = write_text_input_data(tmp_path / "t.json", "PROMPT", ["a", "b"], {"MAX_NEW_TOKENS": 32})
+    steps = json.loads(path.read_text(encoding="utf-8"))["data"]
+    assert steps == [
+        {"PROMPT": {"content": [text], "shape": [1]}, "MAX_NEW_TOKENS": {"content": [32], "shape": [1]}}
+        for text in ("a", "b")
+    ]
+
+
 def test_write_text_input_data_rejects_empty_texts(tmp_path):
     with pytest.raises(SpecError, match="at least one text"):
         write_text_input_data(tmp_path / "a.json", "TEXT", [])

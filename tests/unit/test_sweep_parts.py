@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def test_sweep_spec_needs_exactly_one_target() -> None:
         ("budget_s", 0.0, "`--budget`"),
         ("measurement_interval_ms", 10, "`--interval-ms`"),
         ("target_qps", 0.0, "`--target-qps`"),
+        ("max_new_tokens", 0, "`--max-new-tokens`"),
     ],
 )
 def test_sweep_spec_names_the_bad_option(field: str, value: object, message: str) -> None:
@@ -135,6 +137,19 @@ def test_report_holds_plots_tables_and_json(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "results.json").read_text())["best_config"] == "as-built"
     rows = (tmp_path / "levels.csv").read_text().splitlines()
     assert rows[0].startswith("config,mode,load,throughput_rps") and len(rows) == 4
+
+
+def test_a_generation_sweep_adds_a_tokens_column_after_requests(tmp_path: Path) -> None:
+    results = _results(capacity=120.0, p99=40.0)
+    results["generation"] = {"max_new_tokens": 32, "tokens_per_request": 30.0, "prompts": 8}
+    for level in results["configs"][0]["levels"]:
+        level["tokens_per_s"] = level["throughput_rps"] * 30.0
+    write_report(results, tmp_path)
+    reader = csv.DictReader((tmp_path / "levels.csv").read_text().splitlines())
+    table = list(reader)
+    assert list(reader.fieldnames or [])[:5] == ["config", "mode", "load", "throughput_rps", "tokens_per_s"]
+    assert table and all(float(row["tokens_per_s"]) == float(row["throughput_rps"]) * 30 for row in table)
+    assert "<th>tokens_per_s</th>" in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
 def test_compare_flags_a_capacity_drop(tmp_path: Path) -> None:
