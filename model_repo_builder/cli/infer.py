@@ -13,13 +13,31 @@ import click
 @click.option("--url", default="127.0.0.1:8000", show_default=True, help="host:port of the server.")
 @click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
-def command(target: str, texts: tuple[str, ...], url: str, protocol: str, as_json: bool) -> None:
+@click.option("--max-new-tokens", type=int, help="Text generation: tokens to generate (model default).")
+@click.option("--num-beams", type=int, help="Text generation: beam search width (default 1: greedy).")
+def command(
+    target: str,
+    texts: tuple[str, ...],
+    url: str,
+    protocol: str,
+    as_json: bool,
+    max_new_tokens: int | None,
+    num_beams: int | None,
+) -> None:
     """Send TEXTs to the model of TARGET (a repository directory, or an embedding model's name)."""
     from model_repo_builder.client import infer_texts, resolve_target
+    from model_repo_builder.errors import SpecError
     from model_repo_builder.models.registry import TEXT2TEXT_GENERATION
 
     model, io = resolve_target(target)
-    output = infer_texts(model, io, texts, url=url, protocol=protocol)
+    generation = {
+        name: value
+        for name, value in (("MAX_NEW_TOKENS", max_new_tokens), ("NUM_BEAMS", num_beams))
+        if value is not None
+    }
+    if generation and io.task != TEXT2TEXT_GENERATION:
+        raise SpecError("`--max-new-tokens` and `--num-beams` apply to text-generation repositories")
+    output = infer_texts(model, io, texts, url=url, protocol=protocol, int_inputs=generation)
     if io.task == TEXT2TEXT_GENERATION:
         generated = [row.reshape(-1)[0].decode("utf-8", errors="replace") for row in output]
         if as_json:

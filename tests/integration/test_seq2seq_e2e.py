@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from click.testing import CliRunner
 from seq2seq_fixtures import (  # noqa: F401  (fixtures)
     PROMPTS,
     Reference,
@@ -35,6 +36,7 @@ from seq2seq_fixtures import (  # noqa: F401  (fixtures)
 from tritonclient.utils import InferenceServerException
 
 from model_repo_builder.build import BuildResult
+from model_repo_builder.cli import main
 from model_repo_builder.perf.sweep import run_sweep
 from model_repo_builder.repository.manifest import read_manifest
 from model_repo_builder.runtime.server import TritonServer
@@ -346,3 +348,17 @@ def test_sweep_reports_tokens_per_second_for_a_generation_model(
             level["throughput_rps"] * generation["tokens_per_request"]
         )
     assert "generated tokens per request" in results["summary"]
+
+
+def test_trb_infer_sends_generation_options(
+    small_fp32: BuildResult, small_server: TritonServer, small_reference: Reference
+) -> None:
+    arguments = ["infer", str(small_fp32.repository), PROMPTS[0], PROMPTS[2], "--url", small_server.http_url]
+    result = CliRunner().invoke(main, [*arguments, "--max-new-tokens", "7", "--num-beams", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    expected = [
+        small_reference.text(small_reference.ids(p, 7, num_beams=3)) for p in (PROMPTS[0], PROMPTS[2])
+    ]
+    assert json.loads(result.output)["generated"] == expected
+    refused = CliRunner().invoke(main, [*arguments, "--num-beams", "99"])
+    assert refused.exit_code != 0 and "NUM_BEAMS must be between 1 and 8" in refused.output
