@@ -4,7 +4,7 @@ One script, one run, figures the READMEs and issue notes quote:
 
     build       wall time of `trb build` (export, conversion, verification, atomic write) for the
                 embedded MiniLM at fp32 and int8, and for flan-t5-small's architecture (random
-                weights) at fp32
+                weights) at fp32 and int8; the size of the ONNX files each repository holds
     ready       seconds from starting tritonserver on each repository until every model is ready,
                 over several starts
     int8 layers MiniLM's int8 verification (cosine with the PyTorch model) with and without the
@@ -13,7 +13,7 @@ One script, one run, figures the READMEs and issue notes quote:
 
 Results: bench/results/startup.json and bench/results/startup.md; scratch under bench/work/startup/.
 
-    python bench/bench_startup.py            # about 3 minutes on 2 cores
+    python bench/bench_startup.py            # about 4 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -72,14 +72,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"{machine['date']} · {machine['cores']} cores ({machine['cpu']}) · {machine['platform']}",
         "",
-        "| repository | build s | server ready s (median, min–max) | verification |",
-        "|---|---:|---:|---|",
+        "| repository | build s | ONNX MB | server ready s (median, min–max) | verification |",
+        "|---|---:|---:|---:|---|",
     ]
     for row in report["repositories"]:
         ready = row["ready_s"]
         lines.append(
-            f"| {row['label']} | {row['build_s']:.1f} | {statistics.median(ready):.1f} "
-            f"({min(ready):.1f}–{max(ready):.1f}) | {row['verification']['summary']} |"
+            f"| {row['label']} | {row['build_s']:.1f} | {row['onnx_mb']:.0f} | "
+            f"{statistics.median(ready):.1f} ({min(ready):.1f}–{max(ready):.1f}) | "
+            f"{row['verification']['summary']} |"
         )
     exclusion = report["int8_exclusion"]
     lines += [
@@ -117,6 +118,9 @@ def main() -> None:
             source="minilm", output=WORK / "minilm-int8", name="minilm", precision="int8"
         ),
         "flan-t5-small architecture fp32": BuildSpec(source=str(t5_dir), output=WORK / "t5", name="flan"),
+        "flan-t5-small architecture int8": BuildSpec(
+            source=str(t5_dir), output=WORK / "t5-int8", name="flan", precision="int8"
+        ),
     }
     repositories = []
     for label, spec in specs.items():
@@ -125,6 +129,7 @@ def main() -> None:
             {
                 "label": label,
                 "build_s": seconds,
+                "onnx_mb": sum(path.stat().st_size for path in repository.rglob("*.onnx")) / 1e6,
                 "ready_s": ready_seconds(repository, args.starts),
                 "verification": verification,
             }
