@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,8 @@ from model_repo_builder.errors import RepositoryError, SpecError
 from model_repo_builder.perf.compare import compare, headline_metrics
 from model_repo_builder.perf.metrics import parse_prometheus
 from model_repo_builder.perf.report import write_report
-from model_repo_builder.perf.sweep import load_prompts
+from model_repo_builder.perf.sweep import Sweeper, load_prompts, search
+from model_repo_builder.repository.variants import Scheduling
 from model_repo_builder.spec import SweepSpec
 
 
@@ -191,10 +193,57 @@ def test_ports_are_distinct_and_a_taken_preferred_port_is_replaced() -> None:
 
 
 def test_a_config_with_no_successful_level_has_an_unmet_capacity(tmp_path: Path) -> None:
-    from model_repo_builder.perf.sweep import Sweeper
-
     sweeper = Sweeper(SweepSpec(repository=Path("repos/x"), slo="p99=100ms"), tmp_path)
     failed = {"mode": "concurrency", "load": 2.0, "error": "perf_analyzer failed", "throughput_rps": 0.0}
     entry = sweeper.analyse("i1-b16-d0", {}, [failed])
     assert entry["capacity"]["met"] is False and entry["capacity"]["throughput_rps"] == 0.0
     assert entry["knee"] is None
+
+
+class _Landscape(Sweeper):
+    """A sweeper whose configurations have fixed capacities: the search logic alone, without noise."""
+
+    def __init__(self, capacities: dict[tuple[int, int, int], float], strategy: str, folder: Path):
+        spec = SweepSpec(
+            repository=Path("repos/x"),
+            slo="p99=100ms",
+            search=True,
+            search_strategy=strategy,
+            search_instances=(1, 2),
+            search_max_batch_sizes=(4, 16),
+            search_queue_delays_us=(0, 2000),
+        )
+        super().__init__(spec, folder)
+        self.capacities = capacities
+
+    def measure_config(self, repository: Path | None, scheduling: Scheduling | None) -> dict[str, Any]:
+        assert scheduling is not None
+        self.measurements += 2  # what two perf_analyzer levels would count
+        key = (scheduling.instances, scheduling.max_batch_size, scheduling.max_queue_delay_us)
+        capacity = self.capacities[key]
+        return {"name": scheduling.name, "capacity": {"met": capacity > 0, "throughput_rps": capacity}}
+
+
+# More instances help most, a larger batch helps, a queue delay helps a little; one config is unmet.
+LANDSCAPE = {
+    (instances, batch, delay): 100.0 * instances + (40.0 if batch == 16 else 0.0) + (10.0 if delay else 0.0)
+    for instances in (1, 2)
+    for batch in (4, 16)
+    for delay in (0, 2000)
+}
+LANDSCAPE[(1, 4, 2000)] = 0.0
+
+
+@pytest.mark.parametrize("strategy", ["coordinate", "grid"])
+def test_search_finds_the_best_configuration_of_a_smooth_space(strategy: str, tmp_path: Path) -> None:
+    sweeper = _Landscape(LANDSCAPE, strategy, tmp_path)
+    configs, summary = search(sweeper, Path("repos/x"))
+    best = max(configs, key=lambda c: c["capacity"]["throughput_rps"])
+    assert best["name"] == Scheduling(instances=2, max_batch_size=16, max_queue_delay_us=2000).name
+    assert summary["grid_size"] == 8
+    if strategy == "grid":
+        assert summary["configurations_measured"] == 8
+    else:
+        # The start, the other value of each axis (3), then the second pass's two new neighbours.
+        assert summary["configurations_measured"] == 6
+        assert summary["perf_analyzer_runs"] == 2 * summary["configurations_measured"]
