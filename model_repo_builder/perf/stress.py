@@ -37,9 +37,9 @@ class StressResult:
         """Requests that ended with `status` ("ok", "rejected" or "error")."""
         return sum(1 for outcome in self.outcomes if outcome.status == status)
 
-    def ok_latency_ms(self, q: float) -> float:
-        """Latency percentile of the successful requests."""
-        latencies = [o.latency_ms for o in self.outcomes if o.status == "ok"]
+    def latency_ms(self, q: float, status: str = "ok") -> float:
+        """Latency percentile of the requests that ended with `status`."""
+        latencies = [o.latency_ms for o in self.outcomes if o.status == status]
         return percentile(latencies, q) if latencies else float("nan")
 
 

@@ -106,6 +106,8 @@ def test_stress_shows_the_bounded_queue_shedding_load(int8_repo, tmp_path: Path)
         outcome = profiles.stress(sweeper, target, users=24, duration_s=4)
     assert outcome["rejected"] > 0 and outcome["ok"] > 0 and outcome["errors"] == 0
     assert outcome["verdict"].startswith("sheds load")
+    # Shedding means failing fast: a full queue answers 503 at once instead of holding the request.
+    assert outcome["rejected_p50_ms"] < 100
 
 
 def test_unreachable_server_is_a_clear_error_and_keeps_the_run(tmp_path: Path, free_ports) -> None:
