@@ -21,6 +21,7 @@ from typing import Any
 from model_repo_builder import __version__
 from model_repo_builder.client import ModelIO, infer_texts
 from model_repo_builder.errors import InferenceError, SpecError, TrbError
+from model_repo_builder.models.registry import TEXT2TEXT_GENERATION
 from model_repo_builder.perf import analysis, metrics
 from model_repo_builder.perf.perf_analyzer import (
     EmptyWindowError,
@@ -222,13 +223,13 @@ class Sweeper:
         return {} if tokens is None else {MAX_NEW_TOKENS_INPUT: tokens}
 
     def probe_generation(self, target: Target) -> None:
-        """For a text-generation model, count the tokens it generates per request for the sweep's prompts.
+        """For a text-generation model, count the tokens it generates per request (first 16 prompts).
 
         Requests/s times that mean is the sweep's tokens/s; measured once, on the first configuration.
         """
         if not target.generates or target.input_name is None or self.generation is not None:
             return
-        io = ModelIO(task="text2text-generation", input_name=target.input_name, output_name=TOKEN_IDS_OUTPUT)
+        io = ModelIO(task=TEXT2TEXT_GENERATION, input_name=target.input_name, output_name=TOKEN_IDS_OUTPUT)
         inputs = self._generation_inputs()
         counts = []
         for prompt in self.prompts[:_PROBE_PROMPTS]:  # one request each: any max batch size takes it
