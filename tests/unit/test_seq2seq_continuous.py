@@ -24,6 +24,7 @@ from model_repo_builder.templates.seq2seq.generation import (
     GenerationParams,
     GeneratorSettings,
     Seq2SeqGenerator,
+    self_attention_length,
 )
 
 
@@ -123,7 +124,7 @@ def test_a_newcomer_first_step_in_the_running_batch_equals_the_first_step_decode
     batch.admit([ids[1]], params, ["b"])  # joins with an empty self-attention cache
 
     def logits(running: ContinuousBatch, masked: bool) -> np.ndarray:
-        past = running._past_length()
+        past = self_attention_length(running._cache)
         bias = np.zeros((len(running), 1, 1, past + 1), dtype=np.float32)
         if masked:
             for row, length in enumerate(running._lengths):

@@ -21,9 +21,25 @@ from dataclasses import dataclass, field
 import numpy as np
 
 if __package__:  # imported from the trb package (tests)
-    from .generation import CROSS_CACHE_FILE, MASKED, GenerationParams, Seq2SeqGenerator, choose_tokens
+    from .generation import (
+        CROSS_CACHE_FILE,
+        MASKED,
+        GenerationParams,
+        Seq2SeqGenerator,
+        choose_tokens,
+        is_self_attention,
+        self_attention_length,
+    )
 else:  # copied next to generation.py in a repository
-    from generation import CROSS_CACHE_FILE, MASKED, GenerationParams, Seq2SeqGenerator, choose_tokens  # type: ignore[no-redef]
+    from generation import (  # type: ignore[no-redef]
+        CROSS_CACHE_FILE,
+        MASKED,
+        GenerationParams,
+        Seq2SeqGenerator,
+        choose_tokens,
+        is_self_attention,
+        self_attention_length,
+    )
 
 
 @dataclass
@@ -87,7 +103,7 @@ class ContinuousBatch:
         """One decoder-with-past call over every running sequence; return the token each made."""
         if not self._rows:
             return []
-        past = self._past_length()
+        past = self_attention_length(self._cache)
         bias = np.zeros((len(self._rows), 1, 1, past + 1), dtype=np.float32)
         for index, length in enumerate(self._lengths):
             bias[index, 0, 0, : past - int(length)] = MASKED
@@ -109,13 +125,10 @@ class ContinuousBatch:
             events.append(StepEvent(row.tag, int(token), bool(done[index]), tuple(row.tokens)))
         return events, done
 
-    def _past_length(self) -> int:
-        return int(next(v for k, v in self._cache.items() if _is_self(k)).shape[2])
-
     def _join(self, rows: list[_Running], mask: np.ndarray, cross: dict[str, np.ndarray]) -> None:
         """Add `rows` with their cross-attention cache and an empty (fully masked) self-attention cache."""
         # An empty batch keeps one masked slot, so the self-attention cache never has length zero.
-        past = self._past_length() if self._rows else 1
+        past = self_attention_length(self._cache) if self._rows else 1
         self_cache = {}
         for name, value in cross.items():
             batch, heads, _, head_dim = value.shape
@@ -130,7 +143,7 @@ class ContinuousBatch:
         encoder = max(self._encoder_mask.shape[1], mask.shape[1])
         merged = {}
         for name, value in self._cache.items():
-            if _is_self(name):
+            if is_self_attention(name):
                 merged[name] = np.concatenate([value, self_cache[name]])
             else:
                 merged[name] = np.concatenate([_pad_right(value, encoder), _pad_right(cross[name], encoder)])
@@ -149,12 +162,14 @@ class ContinuousBatch:
         if not self._rows:
             self._cache, self._encoder_mask = {}, np.zeros((0, 0), dtype=np.int64)
             return
-        past = self._past_length()
+        past = self_attention_length(self._cache)
         longest = int(self._lengths.max())
         encoder = max(row.encoder_length for row in self._rows)
         self._encoder_mask = self._encoder_mask[keep, :encoder]
         self._cache = {
-            name: value[keep, :, past - longest :, :] if _is_self(name) else value[keep, :, :encoder, :]
+            name: value[keep, :, past - longest :, :]
+            if is_self_attention(name)
+            else value[keep, :, :encoder, :]
             for name, value in self._cache.items()
         }
 
@@ -169,10 +184,6 @@ def generate_together(
     while len(batch):
         results.update((event.tag, list(event.tokens)) for event in batch.step() if event.done)
     return [results[index] for index in range(len(token_ids))]
-
-
-def _is_self(cache_name: str) -> bool:
-    return ".decoder." in cache_name
 
 
 def _pad_right(value: np.ndarray, length: int) -> np.ndarray:

@@ -387,7 +387,7 @@ class Seq2SeqGenerator:
         feeds = {"input_ids": tokens.reshape(-1, 1), "encoder_attention_mask": mask, **cache}
         if self.accepts_self_attention_mask:
             if self_bias is None:
-                past = next(v for k, v in cache.items() if k.endswith(".decoder.key")).shape[2]
+                past = self_attention_length(cache)
                 self_bias = np.zeros((len(tokens), 1, 1, past + 1), dtype=np.float32)
             feeds[SELF_ATTENTION_BIAS_INPUT] = self_bias
         elif self_bias is not None:
@@ -444,18 +444,25 @@ class Seq2SeqGenerator:
         active = list(range(len(token_ids)))  # prompts still searching, in the order of their row blocks
         while True:
             log_probs = log_softmax(logits[:, -1, :]).reshape(len(active), num_beams, -1)
-            rows, tokens, still = [], [], []
+            parents, blocks, tokens, still = [], [], [], []
             for block, prompt in enumerate(active):
                 search = searches[prompt]
                 if not search.advance(log_probs[block]):
-                    rows.append(block * num_beams + search.parents)
+                    parents.append(block * num_beams + search.parents)
+                    blocks.append(block * num_beams + np.arange(num_beams))
                     tokens.append(search.tokens)
                     still.append(prompt)
             if not still:
                 return [search.best() for search in searches]
-            select = np.concatenate(rows)
-            active, mask = still, mask[select]
-            cache = {name: value[select] for name, value in cache.items()}
+            # Self-attention rows follow the beams they continue; the cross-attention cache and the
+            # encoder mask are the same for every beam of a prompt, so they change only when prompts leave.
+            beams, prompts_left = np.concatenate(parents), len(still) < len(active)
+            kept = np.concatenate(blocks)
+            cache = {
+                name: value[beams] if is_self_attention(name) else value[kept] if prompts_left else value
+                for name, value in cache.items()
+            }
+            active, mask = still, mask[kept] if prompts_left else mask
             logits, cache = self.next_step(np.concatenate(tokens), mask, cache)
 
     def _decode(
@@ -517,6 +524,16 @@ class Seq2SeqGenerator:
             logits, cache = self.next_step(targets[:, step].astype(np.int64), mask, cache)
             later.append(logits[:, -1, :])
         return hidden, first, np.stack(later, axis=1)
+
+
+def is_self_attention(cache_name: str) -> bool:
+    """Whether a cache entry (`past_key_values.<layer>.decoder|encoder.key|value`) is self-attention's."""
+    return ".decoder." in cache_name
+
+
+def self_attention_length(cache: Mapping[str, np.ndarray]) -> int:
+    """How many positions the self-attention cache holds (the same for every row of a batch)."""
+    return int(next(value for name, value in cache.items() if is_self_attention(name)).shape[2])
 
 
 def _past_name(output_name: str) -> str:

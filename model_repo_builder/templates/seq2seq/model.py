@@ -110,9 +110,7 @@ class TritonPythonModel:
             try:
                 request_ids, request_params_ = self._parse(request)
             except InvalidRequestError as error:
-                responses[index] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
-                )
+                responses[index] = _invalid(error)
                 continue
             token_ids.extend(request_ids)
             params.extend(request_params_)
@@ -121,17 +119,8 @@ class TritonPythonModel:
             generated = self.generator.generate_ids(token_ids, params)
             start = 0
             for index, count in owners:
-                rows = generated[start : start + count]
+                responses[index] = _generated(generated[start : start + count], self.generator.detokenize)
                 start += count
-                texts = np.array(
-                    [[self.generator.detokenize(ids).encode("utf-8")] for ids in rows], dtype=np.object_
-                )
-                responses[index] = pb_utils.InferenceResponse(
-                    [
-                        pb_utils.Tensor(TEXT_OUTPUT, texts),
-                        pb_utils.Tensor(TOKEN_IDS_OUTPUT, pad_token_rows(rows)),
-                    ]
-                )
         return responses
 
     def _stream(self, requests):
@@ -150,10 +139,7 @@ class TritonPythonModel:
                 if request_params_[0].num_beams > 1:
                     raise InvalidRequestError("beam search cannot stream; use the non-streaming model")
             except InvalidRequestError as error:
-                error_response = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
-                )
-                sender.send(error_response, flags=final)
+                sender.send(_invalid(error), flags=final)
                 continue
             senders.append(sender)
             token_ids.extend(request_ids)
@@ -197,10 +183,7 @@ class TritonPythonModel:
             try:
                 request_ids, request_params_ = self._parse(request)
             except InvalidRequestError as error:
-                error_response = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
-                )
-                sender.send(error_response, flags=final)
+                sender.send(_invalid(error), flags=final)
                 continue
             pending = _Pending(sender, request_ids, request_params_)
             if any(row_params.num_beams > 1 for row_params in request_params_):
@@ -268,6 +251,20 @@ class TritonPythonModel:
             self._beam_queue.get_nowait().fail("the model is being unloaded")
 
 
+def _invalid(error):
+    """The 400 / INVALID_ARGUMENT answer to a request that cannot be served as sent."""
+    invalid = pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
+    return pb_utils.InferenceResponse(error=invalid)
+
+
+def _generated(rows, detokenize):
+    """The answer to one request: the text of each prompt's generated ids, and the ids (padded)."""
+    texts = np.array([[detokenize(ids).encode("utf-8")] for ids in rows], dtype=np.object_)
+    return pb_utils.InferenceResponse(
+        [pb_utils.Tensor(TEXT_OUTPUT, texts), pb_utils.Tensor(TOKEN_IDS_OUTPUT, pad_token_rows(rows))]
+    )
+
+
 class _Pending:
     """One request in the continuous loop: its prompts and the ids generated for each so far."""
 
@@ -289,15 +286,10 @@ class _Pending:
         if self.remaining:
             return False
         self.closed = True
-        texts = np.array([[detokenize(ids).encode("utf-8")] for ids in self.results], dtype=np.object_)
-        response = pb_utils.InferenceResponse(
-            [
-                pb_utils.Tensor(TEXT_OUTPUT, texts),
-                pb_utils.Tensor(TOKEN_IDS_OUTPUT, pad_token_rows(self.results)),
-            ]
-        )
         try:
-            self.sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            self.sender.send(
+                _generated(self.results, detokenize), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+            )
         except Exception as error:  # a client gone away must not fail the other running requests
             pb_utils.Logger.log_error(f"could not send a response: {error!r}")
         return True
