@@ -28,11 +28,12 @@ def command(
     from model_repo_builder.client import infer_texts, resolve_target
     from model_repo_builder.errors import SpecError
     from model_repo_builder.models.registry import TEXT2TEXT_GENERATION
+    from model_repo_builder.templates.seq2seq.generation import MAX_NEW_TOKENS_INPUT, NUM_BEAMS_INPUT
 
     model, io = resolve_target(target)
     generation = {
         name: value
-        for name, value in (("MAX_NEW_TOKENS", max_new_tokens), ("NUM_BEAMS", num_beams))
+        for name, value in ((MAX_NEW_TOKENS_INPUT, max_new_tokens), (NUM_BEAMS_INPUT, num_beams))
         if value is not None
     }
     if generation and io.task != TEXT2TEXT_GENERATION:

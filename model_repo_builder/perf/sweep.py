@@ -38,6 +38,11 @@ from model_repo_builder.repository.variants import Scheduling, make_variant
 from model_repo_builder.runtime.ports import free_ports
 from model_repo_builder.runtime.server import TritonServer
 from model_repo_builder.spec import LaunchSpec, SweepSpec
+from model_repo_builder.templates.seq2seq.generation import (
+    MAX_NEW_TOKENS_INPUT,
+    TOKEN_IDS_OUTPUT,
+    TOKEN_PADDING,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -110,19 +115,19 @@ def load_prompts(path: Path | None) -> list[str]:
     return prompts
 
 
-# The optional input and the output of trb's text-generation models that the sweep uses.
-MAX_NEW_TOKENS_INPUT = "MAX_NEW_TOKENS"
-TOKEN_IDS_OUTPUT = "TOKEN_IDS"
-TOKEN_PADDING = -1
 _PROBE_PROMPTS = 16
 
 
+def _text_input(inputs: list[tuple[str, str]]) -> tuple[str | None, bool]:
+    """From (name, data type) pairs: the first TYPE_STRING input, and whether trb generates text with it."""
+    text = next((name for name, data_type in inputs if data_type == "TYPE_STRING"), None)
+    return text, any(name == MAX_NEW_TOKENS_INPUT for name, _ in inputs)
+
+
 def _local_inputs(repository: Path, model: str) -> tuple[str | None, bool]:
-    """The model's first TYPE_STRING input, and whether it is a text-generation model."""
     config = model_config.parse((repository / model / "config.pbtxt").read_text(encoding="utf-8"))
-    string_type = model_config.model_config_pb2.TYPE_STRING
-    text = next((i.name for i in config.input if i.data_type == string_type), None)
-    return text, any(i.name == MAX_NEW_TOKENS_INPUT for i in config.input)
+    data_type = model_config.model_config_pb2.DataType.Name
+    return _text_input([(i.name, data_type(i.data_type)) for i in config.input])
 
 
 @contextlib.contextmanager
@@ -175,8 +180,7 @@ def _remote_inputs(spec: SweepSpec) -> tuple[str | None, bool]:
         raise InferenceError(
             f"cannot read the config of {spec.model} at {spec.url}: {error.message()}"
         ) from None
-    text = next((i["name"] for i in inputs if i.get("data_type") == "TYPE_STRING"), None)
-    return text, any(i["name"] == MAX_NEW_TOKENS_INPUT for i in inputs)
+    return _text_input([(i["name"], i.get("data_type", "")) for i in inputs])
 
 
 def _level(result: PerfResult, mode: str) -> dict[str, Any]:

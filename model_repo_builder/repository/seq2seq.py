@@ -26,6 +26,7 @@ from model_repo_builder.repository.embedding import BuiltModel
 from model_repo_builder.spec import BuildSpec, validate_model_name
 from model_repo_builder.templates import TEMPLATES_DIR
 from model_repo_builder.templates.seq2seq.generation import (
+    MAX_NEW_TOKENS_INPUT,
     PARAMETER_INPUTS,
     PROMPT_INPUT,
     TEXT_OUTPUT,
@@ -98,7 +99,7 @@ def warmup(max_batch_size: int) -> list[dict[str, Any]]:
     """One real prompt at batch 1 and at the largest batch, generating a few tokens each."""
     samples = model_config.text_warmup(PROMPT_INPUT, max_batch_size)
     for sample in samples:
-        sample["inputs"]["MAX_NEW_TOKENS"] = {
+        sample["inputs"][MAX_NEW_TOKENS_INPUT] = {
             "data_type": "TYPE_INT32",
             "dims": [1],
             "input_data_file": WARMUP_NEW_TOKENS_FILE,

@@ -39,6 +39,8 @@ TOKEN_PADDING = -1
 PROMPT_INPUT = "PROMPT"
 TEXT_OUTPUT = "TEXT"
 TOKEN_IDS_OUTPUT = "TOKEN_IDS"
+MAX_NEW_TOKENS_INPUT = "MAX_NEW_TOKENS"
+NUM_BEAMS_INPUT = "NUM_BEAMS"
 # Added to the exported decoder-with-past (export/seq2seq_mask.py): an additive mask over its
 # self-attention keys, so rows whose caches hold different numbers of tokens can share a call.
 SELF_ATTENTION_BIAS_INPUT = "decoder_attention_bias"
@@ -124,12 +126,12 @@ def _to_bool(value: Any) -> bool:
 
 # Optional inputs of the served model; a request may leave out any of them.
 PARAMETER_INPUTS = (
-    ParameterInput(name="MAX_NEW_TOKENS", data_type="TYPE_INT32", field="max_new_tokens", convert=int),
+    ParameterInput(name=MAX_NEW_TOKENS_INPUT, data_type="TYPE_INT32", field="max_new_tokens", convert=int),
     ParameterInput(name="DO_SAMPLE", data_type="TYPE_BOOL", field="do_sample", convert=_to_bool),
     ParameterInput(name="TEMPERATURE", data_type="TYPE_FP32", field="temperature", convert=float),
     ParameterInput(name="TOP_P", data_type="TYPE_FP32", field="top_p", convert=float),
     ParameterInput(name="SEED", data_type="TYPE_INT64", field="seed", convert=int),
-    ParameterInput(name="NUM_BEAMS", data_type="TYPE_INT32", field="num_beams", convert=int),
+    ParameterInput(name=NUM_BEAMS_INPUT, data_type="TYPE_INT32", field="num_beams", convert=int),
 )
 
 
