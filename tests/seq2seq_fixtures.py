@@ -293,6 +293,12 @@ def small_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_reference(small_t5: Path) -> Reference:
+    """transformers' `generate` on the small T5, the reference served ids are compared with."""
+    return Reference(small_t5)
+
+
+@pytest.fixture(scope="session")
 def flan_t5_small_arch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A T5 with exactly flan-t5-small's architecture and random weights (none zeroed)."""
     return session_t5(tmp_path_factory, "flan-small-arch", FLAN_T5_SMALL)

@@ -22,6 +22,7 @@ from seq2seq_fixtures import (  # noqa: F401  (fixtures)
     generate,
     launch_spec,
     session_build,
+    small_reference,
     small_t5,
 )
 
@@ -48,11 +49,6 @@ def continuous_server(continuous_build: BuildResult) -> Iterator[TritonServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def reference(small_t5: Path) -> Reference:
-    return Reference(small_t5)
-
-
 def test_manifest_and_config_record_continuous_batching(continuous_build: BuildResult) -> None:
     config = (continuous_build.repository / MODEL / "config.pbtxt").read_text()
     assert 'key: "batching"' in config and 'string_value: "continuous"' in config
@@ -60,10 +56,10 @@ def test_manifest_and_config_record_continuous_batching(continuous_build: BuildR
 
 
 def test_staggered_concurrent_requests_equal_hf_generate(
-    continuous_server: TritonServer, reference: Reference
+    continuous_server: TritonServer, small_reference: Reference
 ) -> None:
     jobs = [(PROMPTS[i % len(PROMPTS)], 3 + (7 * i) % 19) for i in range(10)]
-    expected = [reference.ids(prompt, limit) for prompt, limit in jobs]
+    expected = [small_reference.ids(prompt, limit) for prompt, limit in jobs]
 
     def one(index: int) -> list[int]:
         time.sleep(0.03 * index)  # arrivals spread over several decode steps
@@ -78,10 +74,10 @@ def test_staggered_concurrent_requests_equal_hf_generate(
 
 
 def test_a_short_request_sent_during_a_long_one_finishes_first(
-    continuous_server: TritonServer, reference: Reference
+    continuous_server: TritonServer, small_reference: Reference
 ) -> None:
     # A prompt the model does not end early, so the long request really runs LONG_TOKENS steps.
-    long_prompt = next(p for p in PROMPTS if len(reference.ids(p, LONG_TOKENS)) == LONG_TOKENS)
+    long_prompt = next(p for p in PROMPTS if len(small_reference.ids(p, LONG_TOKENS)) == LONG_TOKENS)
     finished: list[str] = []
 
     def run(label: str, prompt: str, limit: int, delay: float) -> list[int]:
@@ -93,13 +89,13 @@ def test_a_short_request_sent_during_a_long_one_finishes_first(
     with ThreadPoolExecutor(2) as pool:
         long_ids = pool.submit(run, "long", long_prompt, LONG_TOKENS, 0.0)
         short_ids = pool.submit(run, "short", PROMPTS[2], 3, 0.15)
-        assert short_ids.result() == reference.ids(PROMPTS[2], 3)
-        assert long_ids.result() == reference.ids(long_prompt, LONG_TOKENS)
+        assert short_ids.result() == small_reference.ids(PROMPTS[2], 3)
+        assert long_ids.result() == small_reference.ids(long_prompt, LONG_TOKENS)
     assert finished == ["short", "long"]
 
 
 def test_a_bad_request_is_rejected_and_the_loop_keeps_serving(
-    continuous_server: TritonServer, reference: Reference
+    continuous_server: TritonServer, small_reference: Reference
 ) -> None:
     from tritonclient.utils import InferenceServerException
 
@@ -107,7 +103,7 @@ def test_a_bad_request_is_rejected_and_the_loop_keeps_serving(
         generate(continuous_server, MODEL, [PROMPTS[0]], MAX_NEW_TOKENS=("INT32", [0]))
     prompts = [PROMPTS[0], PROMPTS[3]]
     ids = generate(continuous_server, MODEL, prompts, MAX_NEW_TOKENS=("INT32", [5, 9]))[1]
-    assert ids == [reference.ids(PROMPTS[0], 5), reference.ids(PROMPTS[3], 9)]
+    assert ids == [small_reference.ids(PROMPTS[0], 5), small_reference.ids(PROMPTS[3], 9)]
 
 
 def test_sampling_with_a_seed_is_reproducible_while_other_requests_run(
@@ -128,7 +124,7 @@ def test_sampling_with_a_seed_is_reproducible_while_other_requests_run(
 
 
 def test_a_beam_search_request_runs_beside_the_running_batch(
-    continuous_server: TritonServer, reference: Reference
+    continuous_server: TritonServer, small_reference: Reference
 ) -> None:
     with ThreadPoolExecutor(2) as pool:
         greedy = pool.submit(
@@ -143,10 +139,10 @@ def test_a_beam_search_request_runs_beside_the_running_batch(
             MAX_NEW_TOKENS=("INT32", [15, 15]),
         )[1]
         assert beams == [
-            reference.ids(PROMPTS[3], 15, num_beams=3),
-            reference.ids(PROMPTS[5], 15, num_beams=3),
+            small_reference.ids(PROMPTS[3], 15, num_beams=3),
+            small_reference.ids(PROMPTS[5], 15, num_beams=3),
         ]
-        assert greedy.result()[1][0] == reference.ids(PROMPTS[0], LONG_TOKENS)
+        assert greedy.result()[1][0] == small_reference.ids(PROMPTS[0], LONG_TOKENS)
 
 
 def test_a_repository_built_without_the_cross_cache_model_fails_to_load_and_says_why(

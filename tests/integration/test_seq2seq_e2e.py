@@ -30,6 +30,7 @@ from seq2seq_fixtures import (  # noqa: F401  (fixtures)
     launch_spec,
     request_inputs,
     session_build,
+    small_reference,
     small_t5,
     stream,
 )
@@ -73,11 +74,6 @@ def small_fp32(tmp_path_factory: pytest.TempPathFactory, small_t5: Path) -> Buil
 def small_server(small_fp32: BuildResult) -> Iterator[TritonServer]:
     with TritonServer(launch_spec(small_fp32.repository)) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def small_reference(small_t5: Path) -> Reference:
-    return Reference(small_t5)
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
