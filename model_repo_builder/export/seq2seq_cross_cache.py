@@ -37,38 +37,33 @@ def write_cross_cache_model(decoder_path: Path, output_path: Path) -> int:
     graph = decoder.graph
     producers = {output: node for node in graph.node for output in node.output}
     initializers = {item.name: item for item in graph.initializer}
-    cross_outputs = [item for item in graph.output if _CROSS_OUTPUT.match(item.name)]
+    cross_outputs = [(item, match) for item in graph.output if (match := _CROSS_OUTPUT.match(item.name))]
     if not cross_outputs:
         raise ExportError(f"{decoder_path} returns no present.<layer>.encoder.* cross-attention cache")
 
-    nodes, weights = [], []
-    heads = head_dim = 0
-    for output in cross_outputs:
+    nodes, weights, outputs = [], [], []
+    for output, match in cross_outputs:
         weight = _projection_weight(output.name, producers, initializers, decoder_path)
         dims = [dim.dim_value for dim in output.type.tensor_type.shape.dim]
         if len(dims) != 4 or not dims[1] or not dims[3]:
             raise ExportError(f"{decoder_path}: {output.name} is not [batch, heads, length, head_dim]")
         heads, head_dim = dims[1], dims[3]
-        layer, kind = _CROSS_OUTPUT.match(output.name).groups()  # type: ignore[union-attr]
+        layer, kind = match.groups()
+        served = f"past_key_values.{layer}.encoder.{kind}"  # the decoder-with-past input it feeds
         stem = f"cross_{layer}_{kind}"
-        weights.append(numpy_helper.from_array(numpy_helper.to_array(weight), f"{stem}_weight"))
+        weights.append(weight)
         nodes += [
-            helper.make_node("MatMul", [HIDDEN_INPUT, f"{stem}_weight"], [f"{stem}_projected"]),
+            helper.make_node("MatMul", [HIDDEN_INPUT, weight.name], [f"{stem}_projected"]),
             helper.make_node("Reshape", [f"{stem}_projected", "heads_shape"], [f"{stem}_split"]),
-            helper.make_node(
-                "Transpose", [f"{stem}_split"], [f"past_key_values.{layer}.encoder.{kind}"], perm=[0, 2, 1, 3]
-            ),
+            helper.make_node("Transpose", [f"{stem}_split"], [served], perm=[0, 2, 1, 3]),
         ]
+        outputs.append(
+            helper.make_tensor_value_info(
+                served, TensorProto.FLOAT, ["batch_size", heads, "encoder_sequence_length", head_dim]
+            )
+        )
     hidden_type = next(item for item in graph.input if item.name == HIDDEN_INPUT)
     heads_shape = numpy_helper.from_array(np.array([0, -1, heads, head_dim], dtype=np.int64), "heads_shape")
-    outputs = [
-        helper.make_tensor_value_info(
-            output.name.replace("present", "past_key_values", 1),
-            TensorProto.FLOAT,
-            ["batch_size", heads, "encoder_sequence_length", head_dim],
-        )
-        for output in cross_outputs
-    ]
     model = helper.make_model(
         helper.make_graph(nodes, "cross_attention_cache", [hidden_type], outputs, [heads_shape, *weights]),
         opset_imports=list(decoder.opset_import),
