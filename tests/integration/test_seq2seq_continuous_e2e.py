@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import tritonclient.http as httpclient
 from seq2seq_fixtures import (  # noqa: F401  (fixtures)
     PROMPTS,
     Reference,
@@ -35,7 +36,8 @@ from model_repo_builder.templates.seq2seq.generation import CROSS_CACHE_FILE
 pytestmark = pytest.mark.integration
 
 MODEL = "t5-cb"
-LONG_TOKENS = 160
+# The longest generation a request may ask for (MAX_NEW_TOKENS_LIMIT).
+LONG_TOKENS = 512
 
 
 @pytest.fixture(scope="module")
@@ -73,24 +75,39 @@ def test_staggered_concurrent_requests_equal_hf_generate(
     assert served == expected
 
 
+def _executions(server: TritonServer, model: str) -> int:
+    """How many batches Triton has handed the model: its own signal that a request reached it."""
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        return int(client.get_inference_statistics(model)["model_stats"][0]["execution_count"])
+    finally:
+        client.close()
+
+
 def test_a_short_request_sent_during_a_long_one_finishes_first(
     continuous_server: TritonServer, small_reference: Reference
 ) -> None:
-    # A prompt the model does not end early, so the long request really runs LONG_TOKENS steps.
+    # The long request is several prompts the model does not end early, each running the longest
+    # allowed generation; the short one is sent only once the server reports the long one reached the
+    # model (it is then queued for, or in, the running batch). The short needs 3 decode steps, the long
+    # hundreds more: no scheduling delay on 2 busy cores spans that margin, and no sleep decides it.
     long_prompt = next(p for p in PROMPTS if len(small_reference.ids(p, LONG_TOKENS)) == LONG_TOKENS)
+    long_prompts = [long_prompt] * 4
     finished: list[str] = []
+    before = _executions(continuous_server, MODEL)
 
-    def run(label: str, prompt: str, limit: int, delay: float) -> list[int]:
-        time.sleep(delay)
-        ids = generate(continuous_server, MODEL, [prompt], MAX_NEW_TOKENS=("INT32", [limit]))[1][0]
+    def run(label: str, prompts: list[str], limit: int) -> list[list[int]]:
+        ids = generate(continuous_server, MODEL, prompts, MAX_NEW_TOKENS=("INT32", [limit] * len(prompts)))[1]
         finished.append(label)
         return ids
 
-    with ThreadPoolExecutor(2) as pool:
-        long_ids = pool.submit(run, "long", long_prompt, LONG_TOKENS, 0.0)
-        short_ids = pool.submit(run, "short", PROMPTS[2], 3, 0.15)
-        assert short_ids.result() == small_reference.ids(PROMPTS[2], 3)
-        assert long_ids.result() == small_reference.ids(long_prompt, LONG_TOKENS)
+    with ThreadPoolExecutor(1) as pool:
+        long_ids = pool.submit(run, "long", long_prompts, LONG_TOKENS)
+        while _executions(continuous_server, MODEL) == before and not long_ids.done():
+            time.sleep(0.001)  # polls the server's signal; the outcome does not depend on this pause
+        short_ids = run("short", [PROMPTS[2]], 3)
+        assert short_ids == [small_reference.ids(PROMPTS[2], 3)]
+        assert long_ids.result() == [small_reference.ids(long_prompt, LONG_TOKENS)] * len(long_prompts)
     assert finished == ["short", "long"]
 
 
