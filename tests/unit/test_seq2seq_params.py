@@ -20,6 +20,7 @@ from model_repo_builder.templates.seq2seq.generation import (
     TextStream,
     decode_prompts,
     pad_token_rows,
+    nucleus,
     request_params,
     sample_token,
 )
@@ -91,17 +92,66 @@ def test_prompts_decode_from_bytes_and_str() -> None:
     assert decode_prompts(raw) == ["héllo", "wörld"]
 
 
-def test_nucleus_sampling_keeps_the_smallest_set_reaching_top_p() -> None:
-    probs = np.array([0.5, 0.3, 0.15, 0.05])
-    logits = np.log(probs)
+BOUNDARY_PROBS = np.array([0.5, 0.3, 0.15, 0.05])
+BOUNDARY_CASES = [
+    (BOUNDARY_PROBS, 0.5, [0]),
+    (BOUNDARY_PROBS, 0.8, [0, 1]),
+    (BOUNDARY_PROBS, 0.95, [0, 1, 2]),
+    (BOUNDARY_PROBS, 1.0, [0, 1, 2, 3]),
+    # 0.4 + 0.3 + 0.2 sums to 0.8999999999999999 in float64: below 0.9 on every CPU.
+    (np.array([0.4, 0.3, 0.2, 0.1]), 0.9, [0, 1, 2]),
+    (np.array([0.4, 0.3, 0.2, 0.1]), 0.7, [0, 1]),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("probs", "top_p", "kept"), BOUNDARY_CASES)
+def test_a_top_p_the_distribution_reaches_exactly_keeps_the_smallest_set(
+    dtype: type, probs: np.ndarray, top_p: float, kept: list[int]
+) -> None:
+    # The masses reach top_p exactly in exact arithmetic; in floating point they land on either side
+    # of it depending on the CPU's exp and summation. The nucleus is the same on every machine.
+    for temperature in (1.0, 0.5, 2.0):
+        logits = (np.log(probs) * temperature).astype(dtype)
+        tokens, kept_probs = nucleus(logits, temperature, top_p)
+        assert tokens.tolist() == kept
+        np.testing.assert_allclose(kept_probs, probs[kept], rtol=1e-6)
+
+
+def test_a_top_p_just_past_a_boundary_keeps_the_next_token() -> None:
+    logits = np.log(BOUNDARY_PROBS)
+    assert nucleus(logits, 1.0, 0.8 + 1e-6)[0].tolist() == [0, 1, 2]
+    assert nucleus(logits, 1.0, 0.8 - 1e-6)[0].tolist() == [0, 1]
+    assert nucleus(logits, 1.0, 1e-6)[0].tolist() == [0]
+
+
+def test_the_nucleus_equals_transformers_top_p_warper_away_from_boundaries() -> None:
+    import torch
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    rng = np.random.default_rng(7)
+    compared = 0
+    for _ in range(200):
+        logits = (rng.standard_normal(1000) * rng.uniform(0.5, 4.0)).astype(np.float32)
+        top_p = float(rng.uniform(0.05, 0.99))
+        sorted_probs = np.sort(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())[::-1]
+        if np.abs(np.cumsum(sorted_probs) - top_p).min() < 1e-6:
+            continue  # too close to a boundary for float32 transformers to decide the same way
+        warped = TopPLogitsWarper(top_p)(None, torch.from_numpy(logits)[None, :])[0]
+        expected = set(np.flatnonzero(np.isfinite(warped.numpy())).tolist())
+        assert set(nucleus(logits, 1.0, top_p)[0].tolist()) == expected
+        compared += 1
+    assert compared > 150
+
+
+def test_nucleus_sampling_draws_from_the_nucleus_in_proportion() -> None:
+    logits = np.log(BOUNDARY_PROBS)
     rng = np.random.default_rng(0)
-    only_top = {sample_token(logits, 1.0, 0.4, rng) for _ in range(200)}
-    assert only_top == {0}
+    assert {sample_token(logits, 1.0, 0.4, rng) for _ in range(200)} == {0}
     top_two = [sample_token(logits, 1.0, 0.8, rng) for _ in range(2000)]
     assert set(top_two) == {0, 1}
     assert abs(np.mean(np.array(top_two) == 0) - 0.5 / 0.8) < 0.05
-    everything = {sample_token(logits, 1.0, 1.0, rng) for _ in range(2000)}
-    assert everything == {0, 1, 2, 3}
+    assert {sample_token(logits, 1.0, 1.0, rng) for _ in range(2000)} == {0, 1, 2, 3}
 
 
 def test_low_temperature_concentrates_on_the_most_likely_token() -> None:

@@ -217,19 +217,37 @@ def choose_tokens(
     return tokens
 
 
-def sample_token(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
-    """Sample from softmax(logits / temperature) restricted to the smallest set with mass ≥ top_p."""
+# A nucleus mass within this of TOP_P counts as reaching it. The float64 sum of 32k probabilities
+# differs between CPUs (vectorized exp, summation order) by about 1e-12, so without a margin a TOP_P
+# that a distribution reaches exactly (0.5 + 0.3 at TOP_P 0.8) would land on either side of it
+# depending on the machine; with it, such a boundary resolves as in exact arithmetic, everywhere.
+TOP_P_TOLERANCE = 1e-9
+
+
+def nucleus(logits: np.ndarray, temperature: float, top_p: float) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids and their probabilities (most likely first) that sampling draws from.
+
+    The semantics of transformers' `TopPLogitsWarper`: a token is kept when the tokens more likely
+    than it hold less than `top_p` of the mass (so the smallest set reaching `top_p`, and always the
+    most likely token); `top_p` = 1 keeps every token.
+    """
     scaled = logits.astype(np.float64) / temperature
     probs = np.exp(scaled - scaled.max())
     probs /= probs.sum()
     order = np.argsort(-probs, kind="stable")
     sorted_probs = probs[order]
-    cumulative = np.cumsum(sorted_probs)
-    # Keep every token needed to reach top_p, and always the most likely one.
-    keep = min(len(sorted_probs), max(1, int(np.searchsorted(cumulative, top_p, side="left")) + 1))
-    kept = sorted_probs[:keep]
-    choice = int(np.searchsorted(np.cumsum(kept), rng.random() * kept.sum(), side="right"))
-    return int(order[min(choice, keep - 1)])
+    keep = len(sorted_probs)
+    if top_p < 1.0:
+        mass_before = np.concatenate(([0.0], np.cumsum(sorted_probs)[:-1]))
+        keep = max(1, int(np.searchsorted(mass_before, top_p - TOP_P_TOLERANCE, side="left")))
+    return order[:keep], sorted_probs[:keep]
+
+
+def sample_token(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
+    """Sample from softmax(logits / temperature) restricted to the nucleus of `top_p`."""
+    tokens, probs = nucleus(logits, temperature, top_p)
+    choice = int(np.searchsorted(np.cumsum(probs), rng.random() * probs.sum(), side="right"))
+    return int(tokens[min(choice, len(tokens) - 1)])
 
 
 def _session(path: str, settings: GeneratorSettings) -> Any:
