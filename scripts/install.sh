@@ -8,7 +8,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON="${PYTHON:-python3}"
+# The python-backend stub embeds the system's shared libpython; PyTriton (and anything that uses
+# multiprocessing inside a stub) only works when the venv's interpreter is that same build. So the
+# default is the distribution's own Python, not whatever `python3` is first on PATH (pyenv, conda).
+if [ -z "${PYTHON:-}" ]; then
+  PYTHON=python3
+  for candidate in /usr/bin/python3 /usr/bin/python3.12 /usr/bin/python3.11 /usr/bin/python3.10; do
+    if [ -x "$candidate" ]; then PYTHON="$candidate"; break; fi
+  done
+fi
 py_version="$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
 case "$py_version" in
   3.10|3.11|3.12) ;;
@@ -28,6 +36,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# A venv made from another interpreter (an older install, a pyenv python) is rebuilt.
+wanted="$("$PYTHON" -c 'import sys; print(sys.base_prefix)')"
+if [ -x .venv/bin/python ] && [ "$(.venv/bin/python -c 'import sys; print(sys.base_prefix)')" != "$wanted" ]; then
+  echo "rebuilding .venv from $PYTHON (the interpreter the python-backend stub's libpython matches)"
+  rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
