@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from model_repo_builder.models.registry import FEATURE_EXTRACTION, TEXT2TEXT_GENERATION
-from model_repo_builder.models.source import check_weights, resolve_source
-from model_repo_builder.repository.embedding import build_embedding
+from model_repo_builder.errors import VerificationError
+from model_repo_builder.models.source import ResolvedModel, check_weights, resolve_source
 from model_repo_builder.repository.manifest import MANIFEST_NAME, Manifest, library_versions, read_manifest
 from model_repo_builder.repository.readme import render_readme
-from model_repo_builder.repository.seq2seq import build_seq2seq
 from model_repo_builder.repository.writer import atomic_directory, file_hashes
+from model_repo_builder.runtime.cpu import cpu_info
 from model_repo_builder.spec import BuildSpec, validate_model_name
+from model_repo_builder.tasks import Task, get_task
 
 LOGGER = logging.getLogger(__name__)
-
-BUILDERS = {FEATURE_EXTRACTION: build_embedding, TEXT2TEXT_GENERATION: build_seq2seq}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,15 +30,39 @@ class BuildResult:
 
 
 def build(spec: BuildSpec, model_dir: Path | None = None) -> BuildResult:
-    """Build a Triton model repository at `spec.output / name`; the old one survives any failure."""
-    source = resolve_source(spec.source, model_dir)
+    """Build a Triton model repository at `spec.output / name`; the old one survives any failure.
+
+    An int8 build with `--int8-scheme auto` tries each portable quantization scheme in turn and keeps
+    the first that passes verification; the manifest records the one it kept.
+    """
+    source = resolve_source(spec.source, model_dir, task=spec.task)
+    task = get_task(source.task)
     check_weights(source.path, spec.allow_pickle)
     name = spec.name or source.default_name
     validate_model_name(name)
+    candidates = spec.int8_candidates()
+    for attempt, candidate in enumerate(candidates, start=1):
+        try:
+            return _build_once(candidate, source, task, name, model_dir)
+        except VerificationError as error:
+            if attempt == len(candidates):
+                raise
+            LOGGER.warning(
+                "int8 with %s weights failed verification (%s); trying %s",
+                candidate.int8_scheme,
+                error,
+                candidates[attempt].int8_scheme,
+            )
+    raise AssertionError("unreachable: the last candidate returns or raises")
+
+
+def _build_once(
+    spec: BuildSpec, source: ResolvedModel, task: Task, name: str, model_dir: Path | None
+) -> BuildResult:
     target = spec.output / name
     LOGGER.info("building %s (%s, %s) into %s", name, source.task, spec.precision, target)
     with atomic_directory(target) as staging:
-        built = BUILDERS[source.task](spec, source, name, staging)
+        built = task.build(spec, source, name, staging)
         options = {**spec.options(), "name": name}
         if model_dir is not None:
             options["source"] = str(model_dir)
@@ -53,15 +77,23 @@ def build(spec: BuildSpec, model_dir: Path | None = None) -> BuildResult:
             },
             options=options,
             model=built.model,
-            verification=built.verification,
+            verification={**built.verification, **_verified_on(spec)},
             versions=library_versions(),
             files={},
         )
-        readme = render_readme(name, options, built.model, repo_dir=str(target), task=source.task)
+        readme = render_readme(name, options, built.model, repo_dir=str(target), task=task)
         (staging / "README.md").write_text(readme, encoding="utf-8")
         manifest = Manifest(**{**draft.__dict__, "files": file_hashes(staging)})
         (staging / MANIFEST_NAME).write_text(manifest.to_yaml(), encoding="utf-8")
     return BuildResult(repository=target, name=name, manifest=manifest)
+
+
+def _verified_on(spec: BuildSpec) -> dict[str, Any]:
+    """The CPU the verification figures were measured on and, for int8, how the weights were quantized."""
+    recorded: dict[str, Any] = {"cpu": cpu_info().as_dict()}
+    if spec.precision == "int8":
+        recorded["int8_scheme"] = dataclasses.asdict(spec.int8())
+    return recorded
 
 
 def spec_from_manifest(path: Path, output: Path | None = None, name: str | None = None) -> BuildSpec:

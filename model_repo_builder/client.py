@@ -1,60 +1,54 @@
-"""A small client for people and tests: send texts to a served repository, get vectors or text back."""
+"""A small client for people and tests: send texts to a served repository, get its outputs back.
+
+What a model takes and returns comes from its task (`model_repo_builder/tasks/`), so this client
+serves every task: one text input (embeddings, classification, generation) or two (reranking pairs).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from model_repo_builder.errors import InferenceError, RepositoryError
-from model_repo_builder.models.registry import FEATURE_EXTRACTION, TEXT2TEXT_GENERATION
+from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.manifest import read_manifest
+from model_repo_builder.tasks import Task, get_task
 
 
-@dataclass(frozen=True, kw_only=True)
-class ModelIO:
-    """The text input and the main output of a served model."""
-
-    task: str
-    input_name: str
-    output_name: str
-
-
-TASK_IO = {
-    FEATURE_EXTRACTION: ModelIO(task=FEATURE_EXTRACTION, input_name="TEXT", output_name="EMBEDDING"),
-    TEXT2TEXT_GENERATION: ModelIO(task=TEXT2TEXT_GENERATION, input_name="PROMPT", output_name="TEXT"),
-}
-
-
-def resolve_target(target: str) -> tuple[str, ModelIO]:
-    """Model name and I/O for a repository directory (from its manifest) or a bare model name."""
+def resolve_target(target: str) -> tuple[str, Task, int | None]:
+    """Model name, task and max batch size of a repository directory, or a bare (embedding) model name."""
     path = Path(target)
     if path.is_dir():
         manifest = read_manifest(path)
-        return manifest.name, TASK_IO[manifest.task]
+        config_file = path / manifest.name / "config.pbtxt"
+        max_batch = None
+        if config_file.is_file():
+            max_batch = model_config.parse(config_file.read_text(encoding="utf-8")).max_batch_size or None
+        return manifest.name, get_task(manifest.task), max_batch
     if "/" in target or target.startswith("."):
         raise RepositoryError(f"{target} is neither a repository directory nor a model name")
-    return target, TASK_IO[FEATURE_EXTRACTION]
+    return target, get_task("feature-extraction"), None
 
 
-def infer_texts(
+def infer(
     model: str,
-    io: ModelIO,
-    texts: Sequence[str],
+    texts: Mapping[str, Sequence[str]],
+    outputs: Sequence[str],
     url: str = "127.0.0.1:8000",
     protocol: str = "http",
     int_inputs: Mapping[str, int] | None = None,
-    output_name: str | None = None,
-) -> np.ndarray:
-    """Send `texts` in one request; return the main output (or `output_name`).
+) -> dict[str, np.ndarray]:
+    """Send one request with the text inputs `texts` (name → one string per row); return `outputs`.
 
-    `int_inputs` are INT32 inputs sent with the same value for every text (e.g. MAX_NEW_TOKENS).
+    `int_inputs` are INT32 inputs sent with the same value for every row (e.g. MAX_NEW_TOKENS).
     Errors carry the server's message.
     """
-    output_name = output_name or io.output_name
-    batch = np.array([[text.encode("utf-8")] for text in texts], dtype=np.object_)
+    rows = {len(values) for values in texts.values()}
+    if len(rows) != 1:
+        raise InferenceError(f"every text input needs the same number of rows, got {sorted(rows)}")
+    (count,) = rows
     if protocol == "grpc":
         import tritonclient.grpc as client_module
     else:
@@ -64,14 +58,18 @@ def infer_texts(
     client = None
     try:
         client = client_module.InferenceServerClient(url)
-        request = client_module.InferInput(io.input_name, list(batch.shape), "BYTES")
-        request.set_data_from_numpy(batch)
-        requests = [request]
+        requests = []
+        for name, values in texts.items():
+            batch = np.array([[text.encode("utf-8")] for text in values], dtype=np.object_)
+            request = client_module.InferInput(name, list(batch.shape), "BYTES")
+            request.set_data_from_numpy(batch)
+            requests.append(request)
         for name, value in (int_inputs or {}).items():
-            extra = client_module.InferInput(name, [len(texts), 1], "INT32")
-            extra.set_data_from_numpy(np.full((len(texts), 1), value, dtype=np.int32))
+            extra = client_module.InferInput(name, [count, 1], "INT32")
+            extra.set_data_from_numpy(np.full((count, 1), value, dtype=np.int32))
             requests.append(extra)
-        result = client.infer(model, requests, outputs=[client_module.InferRequestedOutput(output_name)])
+        wanted = [client_module.InferRequestedOutput(name) for name in outputs]
+        result = client.infer(model, requests, outputs=wanted)
     except InferenceServerException as error:
         raise InferenceError(f"{model} at {url}: {error.message()}") from None
     except (ConnectionError, OSError) as error:
@@ -82,14 +80,53 @@ def infer_texts(
         # An idle keep-alive connection makes tritonserver wait out its whole exit timeout on shutdown.
         if client is not None:
             client.close()
-    output = result.as_numpy(output_name)
-    if output is None:
-        raise InferenceError(f"{model} at {url} answered without an {output_name} output")
-    return np.asarray(output)
+    answered = {}
+    for name in outputs:
+        output = result.as_numpy(name)
+        if output is None:
+            raise InferenceError(f"{model} at {url} answered without an {name} output")
+        answered[name] = np.asarray(output)
+    return answered
+
+
+def infer_task(
+    model: str,
+    task: Task,
+    texts: Mapping[str, Sequence[str]],
+    url: str = "127.0.0.1:8000",
+    protocol: str = "http",
+    int_inputs: Mapping[str, int] | None = None,
+    max_batch_size: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Every output of `task` for `texts`, in requests of at most `max_batch_size` rows."""
+    missing = [name for name in task.text_inputs if name not in texts]
+    if missing:
+        raise InferenceError(
+            f"{task.name} models take {', '.join(task.text_inputs)}; missing {', '.join(missing)}"
+        )
+    count = len(next(iter(texts.values())))
+    step = max_batch_size or count or 1
+    parts = []
+    for start in range(0, count, step):
+        chunk = {name: list(values[start : start + step]) for name, values in texts.items()}
+        parts.append(infer(model, chunk, [o.name for o in task.outputs], url, protocol, int_inputs))
+    return {name: _concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
+    """Stack row blocks; generated-id blocks of different widths are padded with -1 first."""
+    if len(arrays) == 1 or arrays[0].ndim < 2:
+        return np.concatenate(arrays)
+    width = max(array.shape[1] for array in arrays)
+    if all(array.shape[1] == width for array in arrays):
+        return np.concatenate(arrays)
+    padded = [np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=-1) for a in arrays]
+    return np.concatenate(padded)
 
 
 def embed_texts(
     model: str, texts: Sequence[str], url: str = "127.0.0.1:8000", protocol: str = "http"
 ) -> np.ndarray:
     """Embeddings [len(texts), dim] from a served embedding model."""
-    return infer_texts(model, TASK_IO[FEATURE_EXTRACTION], texts, url, protocol)
+    task = get_task("feature-extraction")
+    return infer(model, {task.text_inputs[0]: texts}, [task.main_output], url, protocol)[task.main_output]

@@ -63,15 +63,24 @@ class BuildSpec:
     allow_pickle: bool = False
     trust_remote_code: bool = False
     batching: str = DEFAULT_BATCHING
+    task: str | None = None  # None: the task the model's own files name
+    int8_scheme: str = "auto"  # how int8 weights are quantized (export/quantize.py)
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
             raise SpecError("`SOURCE` must name a model: a local directory, a Hub id or an alias")
+        if self.task is not None:
+            from model_repo_builder.tasks import buildable_names
+
+            _require_choice("--task", self.task, tuple(buildable_names()))
         if self.name is not None:
             validate_model_name(self.name)
         _require_choice("--precision", self.precision, PRECISIONS)
         _require_choice("--kind", self.kind, DEVICE_KINDS)
         _require_choice("--batching", self.batching, BATCHING_MODES)
+        from model_repo_builder.export.quantize import INT8_SCHEME_CHOICES
+
+        _require_choice("--int8-scheme", self.int8_scheme, INT8_SCHEME_CHOICES)
         _require_int_at_least("--instances", self.instances, 1)
         _require_int_at_least("--max-batch-size", self.max_batch_size, 1)
         _require_int_at_least("--max-queue-delay-us", self.max_queue_delay_us, 0)
@@ -86,6 +95,20 @@ class BuildSpec:
                 "so no code from a model repository is ever executed"
             )
         object.__setattr__(self, "output", Path(self.output))
+
+    def int8_candidates(self) -> list[BuildSpec]:
+        """The specs a build tries in turn: `--int8-scheme auto` becomes each portable scheme in order."""
+        from model_repo_builder.export.quantize import AUTO_INT8_SCHEMES
+
+        if self.precision != "int8" or self.int8_scheme != "auto":
+            return [self]
+        return [dataclasses.replace(self, int8_scheme=scheme) for scheme in AUTO_INT8_SCHEMES]
+
+    def int8(self) -> Any:
+        """The `Int8Scheme` to quantize with (`auto` resolves to its first candidate)."""
+        from model_repo_builder.export.quantize import AUTO_INT8_SCHEMES, INT8_SCHEMES
+
+        return INT8_SCHEMES[AUTO_INT8_SCHEMES[0] if self.int8_scheme == "auto" else self.int8_scheme]
 
     def resolved_threads_per_instance(self) -> int:
         """Threads per ONNX Runtime session so that all instances together use the cores once."""

@@ -10,6 +10,7 @@ import click
 if TYPE_CHECKING:
     from rich.status import Status
 
+from model_repo_builder.export.quantize import INT8_SCHEME_CHOICES
 from model_repo_builder.spec import BATCHING_MODES, DEFAULT_BATCHING, DEVICE_KINDS, PRECISIONS
 
 
@@ -58,6 +59,19 @@ from model_repo_builder.spec import BATCHING_MODES, DEFAULT_BATCHING, DEVICE_KIN
     default=None,
     help=f"Text generation only: request (a batch runs to completion) or continuous (new requests "
     f"join the running batch at the next decode step). Default {DEFAULT_BATCHING}.",
+)
+@click.option(
+    "--task",
+    default=None,
+    help="Serve the model as this task (feature-extraction, text-classification, text-ranking, "
+    "text2text-generation); default: the task its config.json names. An error lists what fits.",
+)
+@click.option(
+    "--int8-scheme",
+    type=click.Choice(INT8_SCHEME_CHOICES),
+    default=None,
+    help="int8 weights: auto (default: 7-bit s8-reduced, else u8, the first that verifies; both compute "
+    "the same on every x86 CPU), or s8 (full range: accurate only on CPUs with VNNI).",
 )
 @click.option("--max-length", type=int, default=None, help="Token limit; longer texts are truncated.")
 @click.option("--allow-pickle", is_flag=True, default=None, help="Allow loading pickle-based *.bin weights.")

@@ -1,7 +1,9 @@
-"""Export a Hugging Face encoder to ONNX with optimum, as the bare transformer (token embeddings).
+"""Export a Hugging Face encoder to ONNX with optimum: the bare transformer, or with its classification head.
 
-Pooling and normalization are done by the served model, from the sentence-transformers config, so
-one export path serves every encoder, with or without a sentence-transformers wrapper.
+For embeddings the export is the bare transformer (token embeddings): pooling and normalization are
+done by the served model, from the sentence-transformers config, so one export path serves every
+encoder, with or without a sentence-transformers wrapper. Classifiers and rerankers export their head
+too (`logits`); the activation is applied by the served model.
 """
 
 from __future__ import annotations
@@ -16,16 +18,16 @@ LOGGER = logging.getLogger(__name__)
 OPSET = 17
 
 
-def export_encoder(model_dir: Path, output_dir: Path) -> Path:
-    """Write `output_dir/model.onnx` with dynamic batch and sequence axes; return its path."""
+def export_encoder(model_dir: Path, output_dir: Path, task: str = "feature-extraction") -> Path:
+    """Write `output_dir/model.onnx` (optimum `task`), dynamic batch and sequence axes; return its path."""
     from optimum.exporters.onnx import main_export
 
-    LOGGER.info("exporting %s to ONNX (opset %d)", model_dir, OPSET)
+    LOGGER.info("exporting %s to ONNX (%s, opset %d)", model_dir, task, OPSET)
     try:
         main_export(
             str(model_dir),
             output=str(output_dir),
-            task="feature-extraction",
+            task=task,
             library_name="transformers",
             opset=OPSET,
             do_validation=False,

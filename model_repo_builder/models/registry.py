@@ -1,6 +1,7 @@
-"""What trb knows: model aliases and the task each architecture is served as.
+"""What trb knows per model: aliases, and per-architecture export settings.
 
-Per-architecture knowledge lives in these tables, not in if/elif ladders in the builders.
+Per-architecture knowledge lives in these tables, not in if/elif ladders in the builders; what a
+task serves and how it is recognised lives with the task (`model_repo_builder/tasks/`).
 """
 
 from __future__ import annotations
@@ -28,22 +29,6 @@ ALIASES: dict[str, Alias] = {
 
 DEFAULT_MODEL = "all-minilm-l6-v2"
 
-FEATURE_EXTRACTION = "feature-extraction"
-TEXT2TEXT_GENERATION = "text2text-generation"
-
-# model_type (config.json) → task trb serves it as. Encoder-only models become embedding models.
-TASK_BY_MODEL_TYPE: dict[str, str] = {
-    "bert": FEATURE_EXTRACTION,
-    "roberta": FEATURE_EXTRACTION,
-    "xlm-roberta": FEATURE_EXTRACTION,
-    "distilbert": FEATURE_EXTRACTION,
-    "mpnet": FEATURE_EXTRACTION,
-    "electra": FEATURE_EXTRACTION,
-    "deberta-v2": FEATURE_EXTRACTION,
-    "t5": TEXT2TEXT_GENERATION,
-    "mt5": TEXT2TEXT_GENERATION,
-}
-
 # Weight MatMuls kept in fp32 by int8 quantization, per model_type. Measured on all-MiniLM-L6-v2 over
 # the verification texts (bench/results/startup.md): keeping the first layer's FFN output projection
 # (whose input follows GELU and has outlier activations) raises mean cosine to the fp32 model from
@@ -52,6 +37,3 @@ TASK_BY_MODEL_TYPE: dict[str, str] = {
 INT8_KEEP_FP32: dict[str, tuple[str, ...]] = {
     "bert": ("/encoder/layer.0/output/dense/MatMul",),
 }
-
-# Tasks whose repository builder exists in this version; the others fail with a "not yet" message.
-BUILDABLE_TASKS = (FEATURE_EXTRACTION, TEXT2TEXT_GENERATION)

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model_repo_builder.errors import ModelSourceError, UnsupportedModelError
-from model_repo_builder.models.registry import ALIASES, BUILDABLE_TASKS, TASK_BY_MODEL_TYPE
+from model_repo_builder.errors import ModelSourceError
+from model_repo_builder.models.registry import ALIASES
+from model_repo_builder.tasks.base import ModelFacts, choose_task
 
 LOGGER = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class ResolvedModel:
     task: str
     model_type: str
     config: dict[str, Any]
+    facts: ModelFacts
 
     @property
     def default_name(self) -> str:
@@ -70,27 +72,20 @@ def check_weights(path: Path, allow_pickle: bool) -> None:
     raise ModelSourceError(f"{path} has no weights (*.safetensors); pass a complete model directory")
 
 
-def _task_for(path: Path, config: dict[str, Any]) -> tuple[str, str]:
-    model_type = str(config.get("model_type", ""))
-    task = TASK_BY_MODEL_TYPE.get(model_type)
-    if task is None:
-        known = ", ".join(sorted(TASK_BY_MODEL_TYPE))
-        raise UnsupportedModelError(
-            f"model type {model_type!r} in {path / 'config.json'} is not supported; supported types: {known}"
-        )
-    if task not in BUILDABLE_TASKS:
-        raise UnsupportedModelError(
-            f"{model_type} models ({task}) are not yet supported by this version of trb; "
-            f"supported today: {', '.join(BUILDABLE_TASKS)}"
-        )
-    return task, model_type
-
-
-def _local(path: Path, origin: str, hub_id: str | None) -> ResolvedModel:
+def _local(path: Path, origin: str, hub_id: str | None, task: str | None) -> ResolvedModel:
     config = _read_config(path)
-    task, model_type = _task_for(path, config)
+    facts = ModelFacts.read(path, config)
+    chosen = choose_task(facts, task)
+    if task is not None and not chosen.detect(facts):
+        LOGGER.warning("%s is built as %s because `--task` says so", path, chosen.name)
     return ResolvedModel(
-        path=path.resolve(), origin=origin, hub_id=hub_id, task=task, model_type=model_type, config=config
+        path=path.resolve(),
+        origin=origin,
+        hub_id=hub_id,
+        task=chosen.name,
+        model_type=facts.model_type,
+        config=config,
+        facts=facts,
     )
 
 
@@ -111,16 +106,21 @@ def _download(hub_id: str) -> Path:
         ) from None
 
 
-def resolve_source(source: str, model_dir: Path | None = None) -> ResolvedModel:
-    """Turn SOURCE into a local model directory; `model_dir` overrides where an alias's weights are."""
+def resolve_source(source: str, model_dir: Path | None = None, task: str | None = None) -> ResolvedModel:
+    """Turn SOURCE into a local model directory and its task (`task` forces one the model fits).
+
+    `model_dir` overrides where an alias's weights are.
+    """
     alias = ALIASES.get(source.lower())
     if model_dir is not None:
         if not model_dir.is_dir():
             raise ModelSourceError(f"`--model-dir` {model_dir} is not a directory")
-        return _local(model_dir, origin=f"local:{model_dir}", hub_id=alias.hub_id if alias else None)
+        return _local(
+            model_dir, origin=f"local:{model_dir}", hub_id=alias.hub_id if alias else None, task=task
+        )
     path = Path(source).expanduser()
     if path.is_dir():
-        return _local(path, origin=f"local:{path}", hub_id=None)
+        return _local(path, origin=f"local:{path}", hub_id=None, task=task)
     if alias is not None:
         if alias.package is not None:
             try:
@@ -129,15 +129,18 @@ def resolve_source(source: str, model_dir: Path | None = None) -> ResolvedModel:
                 LOGGER.info("package %s for alias %s is not installed; trying the Hub", alias.package, source)
             else:
                 return _local(
-                    Path(package.get_model_path()), origin=f"package:{alias.package}", hub_id=alias.hub_id
+                    Path(package.get_model_path()),
+                    origin=f"package:{alias.package}",
+                    hub_id=alias.hub_id,
+                    task=task,
                 )
         try:
             downloaded = _download(alias.hub_id)
         except ModelSourceError as error:
             raise ModelSourceError(f"alias {source!r} → {alias.hub_id}: {error}") from None
-        return _local(downloaded, origin=f"hub:{alias.hub_id}", hub_id=alias.hub_id)
+        return _local(downloaded, origin=f"hub:{alias.hub_id}", hub_id=alias.hub_id, task=task)
     if source.count("/") == 1 and not source.startswith((".", "/")):
-        return _local(_download(source), origin=f"hub:{source}", hub_id=source)
+        return _local(_download(source), origin=f"hub:{source}", hub_id=source, task=task)
     raise ModelSourceError(
         f"{source!r} is not a directory, a known alias ({', '.join(sorted(ALIASES))}) or a Hub id (org/name)"
     )

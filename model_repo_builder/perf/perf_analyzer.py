@@ -248,12 +248,16 @@ class PerfResult:
 
 
 def write_text_input_data(
-    path: Path, input_name: str, texts: Sequence[str], int_inputs: Mapping[str, int] | None = None
+    path: Path,
+    input_names: str | Sequence[str],
+    texts: Sequence[str],
+    int_inputs: Mapping[str, int] | None = None,
 ) -> Path:
-    """Write perf_analyzer --input-data JSON that sends one text per request, cycling through `texts`.
+    """Write perf_analyzer --input-data JSON: one text per input and request, cycling through `texts`.
 
-    The format is one stream of steps, each a TYPE_STRING tensor of shape [1] (the batch dimension
-    is added by perf_analyzer): `{"data": [{"TEXT": {"content": ["..."], "shape": [1]}}, ...]}`.
+    The format is one stream of steps, each a TYPE_STRING tensor of shape [1] per input (the batch
+    dimension is added by perf_analyzer): `{"data": [{"TEXT": {"content": ["..."], "shape": [1]}}, ...]}`.
+    With several inputs (a reranker's QUERY and TEXT) the k-th input of step i takes text i + k.
     `int_inputs` adds the same integer inputs to every step (e.g. `{"MAX_NEW_TOKENS": 32}`).
 
     Raises:
@@ -264,8 +268,18 @@ def write_text_input_data(
     empty = [index for index, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
     if empty:
         raise SpecError(f"input texts must be non-empty strings; texts {empty[:5]} are not")
+    names = [input_names] if isinstance(input_names, str) else list(input_names)
     fixed = {name: {"content": [int(value)], "shape": [1]} for name, value in (int_inputs or {}).items()}
-    steps = [{input_name: {"content": [text], "shape": [1]}, **fixed} for text in texts]
+    steps = [
+        {
+            **{
+                name: {"content": [texts[(index + k) % len(texts)]], "shape": [1]}
+                for k, name in enumerate(names)
+            },
+            **fixed,
+        }
+        for index in range(len(texts))
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"data": steps}, indent=1), encoding="utf-8")
     return path

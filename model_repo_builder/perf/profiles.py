@@ -105,7 +105,12 @@ def stress(
     url = target.server.grpc_url if target.server else target.url
     if target.server is None and sweeper.spec.protocol != "grpc":
         raise SpecError("the stress profile sends gRPC requests: use `--protocol grpc` with `--url`")
-    result = run_stress(target.model, url, target.input_name or "TEXT", sweeper.prompts, users, duration_s)
+    if len(target.text_inputs) != 1:
+        raise SpecError(
+            f"the stress profile sends one text input; {target.model} takes {', '.join(target.text_inputs)} "
+            "(not yet supported for reranking models)"
+        )
+    result = run_stress(target.model, url, target.text_inputs[0], sweeper.prompts, users, duration_s)
     steps = []
     width = duration_s / windows
     for index in range(windows):

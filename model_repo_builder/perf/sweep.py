@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from model_repo_builder import __version__
-from model_repo_builder.client import ModelIO, infer_texts
+from model_repo_builder.client import infer
 from model_repo_builder.errors import InferenceError, SpecError, TrbError
-from model_repo_builder.models.registry import TEXT2TEXT_GENERATION
 from model_repo_builder.perf import analysis, metrics
 from model_repo_builder.perf.perf_analyzer import (
     EmptyWindowError,
@@ -38,6 +37,7 @@ from model_repo_builder.repository.variants import Scheduling, make_variant
 from model_repo_builder.runtime.ports import free_ports
 from model_repo_builder.runtime.server import TritonServer
 from model_repo_builder.spec import LaunchSpec, SweepSpec
+from model_repo_builder.tasks import Task, get_task, task_for_inputs
 from model_repo_builder.templates.seq2seq.generation import (
     MAX_NEW_TOKENS_INPUT,
     TOKEN_IDS_OUTPUT,
@@ -95,10 +95,20 @@ class Target:
 
     model: str
     url: str
-    input_name: str | None
+    text_inputs: tuple[str, ...]  # required TYPE_STRING inputs, each filled from the prompts
     metrics_url: str | None
     server: TritonServer | None
-    generates: bool = False  # a text-generation model: it takes MAX_NEW_TOKENS, returns TOKEN_IDS
+    task: Task | None = None  # None: a server model whose inputs match no task trb builds
+
+    @property
+    def input_name(self) -> str | None:
+        """The first text input (what one-input tools such as the stress profile send)."""
+        return self.text_inputs[0] if self.text_inputs else None
+
+    @property
+    def generates(self) -> bool:
+        """A text-generation model: it takes MAX_NEW_TOKENS and returns TOKEN_IDS."""
+        return self.task is not None and self.task.generates
 
 
 def load_prompts(path: Path | None) -> list[str]:
@@ -118,16 +128,16 @@ def load_prompts(path: Path | None) -> list[str]:
 _PROBE_PROMPTS = 16
 
 
-def _text_input(inputs: list[tuple[str, str]]) -> tuple[str | None, bool]:
-    """From (name, data type) pairs: the first TYPE_STRING input, and whether trb generates text with it."""
-    text = next((name for name, data_type in inputs if data_type == "TYPE_STRING"), None)
-    return text, any(name == MAX_NEW_TOKENS_INPUT for name, _ in inputs)
+def _text_inputs(inputs: list[tuple[str, str, bool]]) -> tuple[tuple[str, ...], Task | None]:
+    """From (name, data type, optional) triples: the required TYPE_STRING inputs and the task they match."""
+    names = tuple(name for name, data_type, optional in inputs if data_type == "TYPE_STRING" and not optional)
+    return names, task_for_inputs(names)
 
 
-def _local_inputs(repository: Path, model: str) -> tuple[str | None, bool]:
+def _local_inputs(repository: Path, model: str) -> tuple[tuple[str, ...], Task | None]:
     config = model_config.parse((repository / model / "config.pbtxt").read_text(encoding="utf-8"))
     data_type = model_config.model_config_pb2.DataType.Name
-    return _text_input([(i.name, data_type(i.data_type)) for i in config.input])
+    return _text_inputs([(i.name, data_type(i.data_type), i.optional) for i in config.input])
 
 
 @contextlib.contextmanager
@@ -135,14 +145,9 @@ def serve(spec: SweepSpec, repository: Path | None) -> Iterator[Target]:
     """Launch `repository` on free loopback ports, or point at `spec.url`."""
     if repository is None:
         assert spec.url is not None and spec.model is not None  # guaranteed by SweepSpec validation
-        input_name, generates = _remote_inputs(spec)
+        text_inputs, task = _remote_inputs(spec)
         yield Target(
-            model=spec.model,
-            url=spec.url,
-            input_name=input_name,
-            metrics_url=None,
-            server=None,
-            generates=generates,
+            model=spec.model, url=spec.url, text_inputs=text_inputs, metrics_url=None, server=None, task=task
         )
         return
     model = read_manifest(repository).name
@@ -150,20 +155,21 @@ def serve(spec: SweepSpec, repository: Path | None) -> Iterator[Target]:
     launch = LaunchSpec(
         repository=repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
     )
-    input_name, generates = _local_inputs(repository, model)
+    text_inputs, _ = _local_inputs(repository, model)
+    task = get_task(read_manifest(repository).task)
     with TritonServer(launch) as server:
         url = server.grpc_url if spec.protocol == "grpc" else server.http_url
         yield Target(
             model=model,
             url=url,
-            input_name=input_name,
+            text_inputs=text_inputs,
             metrics_url=server.metrics_url,
             server=server,
-            generates=generates,
+            task=task,
         )
 
 
-def _remote_inputs(spec: SweepSpec) -> tuple[str | None, bool]:
+def _remote_inputs(spec: SweepSpec) -> tuple[tuple[str, ...], Task | None]:
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
@@ -180,7 +186,7 @@ def _remote_inputs(spec: SweepSpec) -> tuple[str | None, bool]:
         raise InferenceError(
             f"cannot read the config of {spec.model} at {spec.url}: {error.message()}"
         ) from None
-    return _text_input([(i["name"], i.get("data_type", "")) for i in inputs])
+    return _text_inputs([(i["name"], i.get("data_type", ""), bool(i.get("optional"))) for i in inputs])
 
 
 def _level(result: PerfResult, mode: str) -> dict[str, Any]:
@@ -215,11 +221,11 @@ class Sweeper:
                 f"`--max-new-tokens` applies to text-generation models; {target.model} has no "
                 f"{MAX_NEW_TOKENS_INPUT} input"
             )
-        if target.input_name is None:
+        if not target.text_inputs:
             return None
-        path = self.folder / "raw" / f"input_data_{target.input_name}.json"
+        path = self.folder / "raw" / f"input_data_{'_'.join(target.text_inputs)}.json"
         if not path.is_file():
-            write_text_input_data(path, target.input_name, self.prompts, self._generation_inputs())
+            write_text_input_data(path, target.text_inputs, self.prompts, self._generation_inputs())
         return path
 
     def _generation_inputs(self) -> dict[str, int]:
@@ -233,11 +239,12 @@ class Sweeper:
         """
         if not target.generates or target.input_name is None or self.generation is not None:
             return
-        io = ModelIO(task=TEXT2TEXT_GENERATION, input_name=target.input_name, output_name=TOKEN_IDS_OUTPUT)
         inputs = self._generation_inputs()
         counts = []
         for prompt in self.prompts[:_PROBE_PROMPTS]:  # one request each: any max batch size takes it
-            ids = infer_texts(target.model, io, [prompt], target.url, self.spec.protocol, inputs)
+            texts = {target.input_name: [prompt]}
+            answer = infer(target.model, texts, [TOKEN_IDS_OUTPUT], target.url, self.spec.protocol, inputs)
+            ids = answer[TOKEN_IDS_OUTPUT]
             counts.append(int((ids != TOKEN_PADDING).sum()))
         self.generation = {
             "max_new_tokens": self.spec.max_new_tokens,

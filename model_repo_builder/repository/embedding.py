@@ -20,7 +20,7 @@ from model_repo_builder.models.registry import INT8_KEEP_FP32
 from model_repo_builder.models.source import ResolvedModel
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.spec import BuildSpec
-from model_repo_builder.templates import TEMPLATES_DIR
+from model_repo_builder.templates import copy_templates
 
 LOGGER = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def build_embedding(spec: BuildSpec, source: ResolvedModel, name: str, staging: 
         scratch = Path(scratch_name)
         fp32_model = export_encoder(source.path, scratch / "onnx")
         keep_fp32 = INT8_KEEP_FP32.get(source.model_type, ()) if spec.precision == "int8" else ()
-        served_model = apply_precision(fp32_model, spec.precision, scratch, keep_fp32)
+        served_model = apply_precision(fp32_model, spec.precision, scratch, keep_fp32, spec.int8())
         tokenizer.save_pretrained(str(scratch / "tokenizer"))
         tokenizer_file = scratch / "tokenizer" / "tokenizer.json"
 
@@ -165,8 +165,7 @@ def build_embedding(spec: BuildSpec, source: ResolvedModel, name: str, staging: 
         version_dir.mkdir(parents=True)
         shutil.copy2(served_model, version_dir / "model.onnx")
         shutil.copy2(tokenizer_file, version_dir / "tokenizer.json")
-        for template in TEMPLATE_FILES:
-            shutil.copy2(TEMPLATES_DIR / "embedding" / template, version_dir / template)
+        copy_templates("embedding", TEMPLATE_FILES, version_dir)
     (model_dir / "warmup").mkdir()
     (model_dir / "warmup" / model_config.WARMUP_FILE).write_bytes(
         model_config.serialize_bytes_element(WARMUP_SENTENCE)

@@ -24,7 +24,7 @@ from model_repo_builder.models.source import ResolvedModel
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.embedding import BuiltModel
 from model_repo_builder.spec import BuildSpec, validate_model_name
-from model_repo_builder.templates import TEMPLATES_DIR
+from model_repo_builder.templates import copy_templates
 from model_repo_builder.templates.seq2seq.generation import (
     MAX_NEW_TOKENS_INPUT,
     PARAMETER_INPUTS,
@@ -142,8 +142,7 @@ def write_streaming_model(spec: BuildSpec, name: str, parameters: dict[str, obje
     validate_model_name(stream_name)
     version_dir = staging / stream_name / "1"
     version_dir.mkdir(parents=True)
-    for template in TEMPLATE_FILES:
-        shutil.copy2(TEMPLATES_DIR / "seq2seq" / template, version_dir / template)
+    copy_templates("seq2seq", TEMPLATE_FILES, version_dir)
     stream_parameters = {**parameters, "weights_model": name}
     config = model_configuration(spec, stream_name, stream_parameters, streaming=True)
     (staging / stream_name / "config.pbtxt").write_text(model_config.render(config), encoding="utf-8")
@@ -181,7 +180,7 @@ def build_seq2seq(spec: BuildSpec, source: ResolvedModel, name: str, staging: Pa
         scratch = Path(scratch_name)
         exported = export_seq2seq(source.path, scratch / "onnx")
         keep_fp32 = INT8_KEEP_FP32.get(source.model_type, ()) if spec.precision == "int8" else ()
-        served = convert_seq2seq(exported, spec.precision, scratch / spec.precision, keep_fp32)
+        served = convert_seq2seq(exported, spec.precision, scratch / spec.precision, keep_fp32, spec.int8())
         tokenizer.save_pretrained(str(scratch / "tokenizer"))
         tokenizer_file = scratch / "tokenizer" / "tokenizer.json"
 
@@ -200,8 +199,7 @@ def build_seq2seq(spec: BuildSpec, source: ResolvedModel, name: str, staging: Pa
         for file_name, path in served.files().items():
             shutil.move(str(path), version_dir / file_name)
         shutil.copy2(tokenizer_file, version_dir / "tokenizer.json")
-        for template in TEMPLATE_FILES:
-            shutil.copy2(TEMPLATES_DIR / "seq2seq" / template, version_dir / template)
+        copy_templates("seq2seq", TEMPLATE_FILES, version_dir)
     warmup_dir = model_dir / "warmup"
     warmup_dir.mkdir()
     (warmup_dir / model_config.WARMUP_FILE).write_bytes(model_config.serialize_bytes_element(WARMUP_PROMPT))

@@ -1,7 +1,7 @@
 """Atomic repository writes: build beside the target, then rename into place.
 
-A failed or interrupted build removes its staging directory and leaves the previous repository
-exactly as it was. The swap itself is two renames on one filesystem.
+A failed or interrupted build removes its staging directory (and the output folders it created) and
+leaves the previous repository exactly as it was. The swap itself is two renames on one filesystem.
 """
 
 from __future__ import annotations
@@ -22,12 +22,16 @@ LOGGER = logging.getLogger(__name__)
 def atomic_directory(target: Path) -> Iterator[Path]:
     """Yield an empty staging directory that replaces `target` only if the block succeeds."""
     target = target.resolve()
+    created = [parent for parent in (target.parent, *target.parent.parents) if not parent.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        for parent in created:  # innermost first: folders this build made, now empty again
+            with contextlib.suppress(OSError):
+                parent.rmdir()
         LOGGER.info("build failed; %s left untouched", target)
         raise
     staging.chmod(0o755)

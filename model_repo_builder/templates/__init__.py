@@ -5,6 +5,15 @@ pure parts directly; `model.py` files import `triton_python_backend_utils`, whic
 inside the Triton python-backend stub.
 """
 
+import shutil
 from pathlib import Path
 
 TEMPLATES_DIR = Path(__file__).resolve().parent
+RUNTIME_FILE = TEMPLATES_DIR / "common" / "trb_runtime.py"
+
+
+def copy_templates(kind: str, files: tuple[str, ...], version_dir: Path) -> None:
+    """Copy the template `files` of `kind` and the shared runtime into a model's version directory."""
+    for name in files:
+        shutil.copy2(TEMPLATES_DIR / kind / name, version_dir / name)
+    shutil.copy2(RUNTIME_FILE, version_dir / RUNTIME_FILE.name)

@@ -152,7 +152,9 @@ def test_built_repository_layout_and_manifest(fp32_repo, int8_repo):
         assert warmup[4:].decode("utf-8").strip()
         manifest = read_manifest(built.repository)
         assert manifest.name == built.name
-        assert manifest.options == built.spec.options()
+        kept = manifest.verification.get("int8_scheme", {}).get("name", "auto")
+        assert manifest.options == {**built.spec.options(), "int8_scheme": kept}
+        assert kept == ("s8-reduced" if built.spec.precision == "int8" else "auto")
         assert manifest.model["dimension"] == EMBEDDING_DIMENSION
         assert (manifest.model["pooling"], manifest.model["normalize"], manifest.model["max_length"]) == (
             "mean",

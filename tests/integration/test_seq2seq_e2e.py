@@ -243,6 +243,7 @@ def test_manifest_records_task_verification_and_files(small_fp32: BuildResult) -
         "t5-small_stream/1/continuous.py",
         "t5-small_stream/1/generation.py",
         "t5-small_stream/1/model.py",
+        "t5-small_stream/1/trb_runtime.py",
         "t5-small_stream/config.pbtxt",
     ]
     assert manifest.model["streaming_model"] == "t5-small_stream"

@@ -7,11 +7,11 @@ import pytest
 from click.testing import CliRunner
 
 from model_repo_builder.cli import main
-from model_repo_builder.models.registry import TEXT2TEXT_GENERATION
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.readme import render_readme
 from model_repo_builder.repository.seq2seq import WARMUP_NEW_TOKENS_FILE, model_configuration
 from model_repo_builder.spec import BuildSpec
+from model_repo_builder.tasks import get_task
 from model_repo_builder.templates.seq2seq.generation import (
     PARAMETER_INPUTS,
     GenerationParams,
@@ -19,8 +19,8 @@ from model_repo_builder.templates.seq2seq.generation import (
     InvalidRequestError,
     TextStream,
     decode_prompts,
-    pad_token_rows,
     nucleus,
+    pad_token_rows,
     request_params,
     sample_token,
 )
@@ -205,14 +205,18 @@ def test_readme_describes_the_generation_interface() -> None:
         "max_new_tokens_limit": 512,
         "streaming_model": "flan-t5_stream",
     }
-    readme = render_readme("flan-t5", options, model, "repos/flan-t5", task=TEXT2TEXT_GENERATION)
+    readme = render_readme("flan-t5", options, model, "repos/flan-t5", task=get_task("text2text-generation"))
     assert "`PROMPT`" in readme and "`TOKEN_IDS`" in readme and "MAX_NEW_TOKENS" in readme
     assert "rejected, not\ntruncated" in readme
     assert "EMBEDDING" not in readme
     assert "`flan-t5_stream`" in readme
     assert "generated as one batch" in readme
     continuous = render_readme(
-        "flan-t5", options, {**model, "batching": "continuous"}, "repos/flan-t5", task=TEXT2TEXT_GENERATION
+        "flan-t5",
+        options,
+        {**model, "batching": "continuous"},
+        "repos/flan-t5",
+        task=get_task("text2text-generation"),
     )
     assert "--batching continuous" in continuous and "generated as one batch" not in continuous
 

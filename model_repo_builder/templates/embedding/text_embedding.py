@@ -1,7 +1,8 @@
 """Text in, vectors out: tokenization, ONNX Runtime inference and sentence-transformers pooling.
 
 Pure Python and NumPy (plus `tokenizers` and `onnxruntime`), with no Triton import, so the same code
-runs inside the python-backend stub and in tests. Copied next to `model.py` in each repository.
+runs inside the python-backend stub and in tests. Copied next to `model.py` and `trb_runtime.py` in
+each repository.
 """
 
 from __future__ import annotations
@@ -11,34 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+if __package__:  # imported from the trb package (tests)
+    from ..common.trb_runtime import InvalidTextError, decode_texts, encoder_feeds, onnx_session
+else:  # copied next to trb_runtime.py in a repository
+    from trb_runtime import InvalidTextError, decode_texts, encoder_feeds, onnx_session  # type: ignore[no-redef]
+
+__all__ = ["InvalidTextError", "decode_texts", "EmbedderSettings", "TextEmbedder", "pool"]
+
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
-
-
-class InvalidTextError(ValueError):
-    """A request's text cannot be embedded (empty, not UTF-8, not a string)."""
-
-
-def decode_texts(raw: np.ndarray) -> list[str]:
-    """Decode a BYTES tensor into strings, rejecting what cannot be embedded meaningfully."""
-    texts = []
-    for index, item in enumerate(raw.reshape(-1)):
-        if isinstance(item, bytes):
-            try:
-                text = item.decode("utf-8")
-            except UnicodeDecodeError as error:
-                bad_byte = item[error.start : error.start + 1]
-                raise InvalidTextError(
-                    f"TEXT[{index}] is not valid UTF-8 (byte {error.start}: {bad_byte!r}); "
-                    "send UTF-8 encoded text"
-                ) from None
-        elif isinstance(item, str):
-            text = item
-        else:
-            raise InvalidTextError(f"TEXT[{index}] must be a string, got {type(item).__name__}")
-        if not text.strip():
-            raise InvalidTextError(f"TEXT[{index}] is empty; send at least one non-whitespace character")
-        texts.append(text)
-    return texts
 
 
 def _pool_mean(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -113,36 +94,20 @@ class TextEmbedder:
     """Tokenize, run the ONNX encoder, pool: the whole served computation for one batch of texts."""
 
     def __init__(self, onnx_path: str, tokenizer_path: str, settings: EmbedderSettings):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.settings = settings
         self.tokenizer = Tokenizer.from_file(tokenizer_path)
         self.tokenizer.enable_truncation(max_length=settings.max_length)
         self.tokenizer.enable_padding(pad_id=settings.pad_token_id, pad_token=settings.pad_token)
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = settings.intra_op_threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        spinning = "1" if settings.allow_spinning else "0"
-        options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
-        available = set(ort.get_available_providers())
-        providers = [p for p in settings.providers if p in available] or ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(onnx_path, options, providers=providers)
-        self._input_names = {i.name for i in self.session.get_inputs()}
+        self.session = onnx_session(
+            onnx_path, settings.intra_op_threads, settings.allow_spinning, settings.providers
+        )
         self._output_name = self.session.get_outputs()[0].name
 
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Return token embeddings [batch, seq, dim] and the attention mask [batch, seq]."""
-        encodings = self.tokenizer.encode_batch(list(texts))
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self._input_names:
-            feeds["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
-        feeds = {name: value for name, value in feeds.items() if name in self._input_names}
+        feeds, mask = encoder_feeds(self.session, self.tokenizer.encode_batch(list(texts)))
         (hidden,) = self.session.run([self._output_name], feeds)
         return hidden, mask
 

@@ -19,20 +19,15 @@ parameter, so the repository holds them once.
 import json
 import os
 import queue
-import sys
 import threading
 
-# The tritonserver bundled in the nvidia-pytriton wheel embeds the system libpython, whose sys.path
-# does not include the virtual environment trb runs from; the launcher passes it in TRB_PYTHONPATH.
-# In the NGC container the packages are installed system-wide and the variable is unset.
-for _entry in os.environ.get("TRB_PYTHONPATH", "").split(os.pathsep):
-    if _entry and _entry not in sys.path:
-        sys.path.append(_entry)
+import trb_runtime  # noqa: F401  (first: makes the virtual environment importable in the stub)
 
-import numpy as np  # noqa: E402
-import triton_python_backend_utils as pb_utils  # noqa: E402
-from continuous import ContinuousBatch  # noqa: E402
-from generation import (  # noqa: E402
+# isort: split
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from continuous import ContinuousBatch
+from generation import (
     PARAMETER_INPUTS,
     PROMPT_INPUT,
     TEXT_OUTPUT,

@@ -1,0 +1,119 @@
+"""Texts (or query/passage pairs) in, class scores out: tokenization, ONNX Runtime, the head's activation.
+
+Serves text-classification (one text per row, a score per label) and text-ranking (a cross-encoder:
+one query/passage pair per row, one relevance score). Pure Python and NumPy with no Triton import, so
+the same code runs in the python-backend stub and in tests. Copied next to `model.py` and
+`trb_runtime.py` in each repository.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+if __package__:  # imported from the trb package (tests)
+    from ..common.trb_runtime import encoder_feeds, onnx_session
+else:  # copied next to trb_runtime.py in a repository
+    from trb_runtime import encoder_feeds, onnx_session  # type: ignore[no-redef]
+
+ACTIVATIONS = ("softmax", "sigmoid", "identity")
+
+
+def activate(logits: np.ndarray, activation: str) -> np.ndarray:
+    """Scores from logits [batch, labels] as the source model's pipeline computes them (float32)."""
+    logits = logits.astype(np.float64)
+    if activation == "softmax":
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        scores = shifted / shifted.sum(axis=1, keepdims=True)
+    elif activation == "sigmoid":
+        scores = 1.0 / (1.0 + np.exp(-logits))
+    elif activation == "identity":
+        scores = logits
+    else:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    return scores.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """What the served model needs to know; it reaches the stub through config.pbtxt parameters."""
+
+    activation: str = "softmax"
+    labels: tuple[str, ...] = ()
+    pairs: bool = False
+    max_length: int = 512
+    pad_token: str = "[PAD]"
+    pad_token_id: int = 0
+    intra_op_threads: int = 1
+    allow_spinning: bool = False
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+    def to_parameters(self) -> dict[str, str]:
+        """The string-valued parameters config.pbtxt carries (labels as a JSON list)."""
+        return {
+            "activation": self.activation,
+            "labels": json.dumps(list(self.labels), ensure_ascii=False),
+            "pairs": str(self.pairs).lower(),
+            "max_length": str(self.max_length),
+            "pad_token": self.pad_token,
+            "pad_token_id": str(self.pad_token_id),
+            "intra_op_threads": str(self.intra_op_threads),
+            "allow_spinning": str(self.allow_spinning).lower(),
+            "providers": ",".join(self.providers),
+        }
+
+    @classmethod
+    def from_parameters(cls, parameters: dict[str, str]) -> ClassifierSettings:
+        """Parse the parameters Triton hands to a python-backend model (the inverse of `to_parameters`)."""
+        activation = parameters.get("activation", "softmax")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"parameter 'activation' must be one of {ACTIVATIONS}, got {activation!r}")
+        labels = tuple(str(label) for label in json.loads(parameters.get("labels") or "[]"))
+        return cls(
+            activation=activation,
+            labels=labels,
+            pairs=parameters.get("pairs", "false").lower() == "true",
+            max_length=int(parameters.get("max_length", "512")),
+            pad_token=parameters.get("pad_token", "[PAD]"),
+            pad_token_id=int(parameters.get("pad_token_id", "0")),
+            intra_op_threads=int(parameters.get("intra_op_threads", "1")),
+            allow_spinning=parameters.get("allow_spinning", "false").lower() == "true",
+            providers=tuple(p for p in parameters.get("providers", "CPUExecutionProvider").split(",") if p),
+        )
+
+
+class SequenceClassifier:
+    """Tokenize (pairs truncated longest-first, as transformers does), run the ONNX model, activate."""
+
+    def __init__(self, onnx_path: str, tokenizer_path: str, settings: ClassifierSettings):
+        from tokenizers import Tokenizer
+
+        self.settings = settings
+        self.tokenizer = Tokenizer.from_file(tokenizer_path)
+        self.tokenizer.enable_truncation(max_length=settings.max_length, strategy="longest_first")
+        self.tokenizer.enable_padding(pad_id=settings.pad_token_id, pad_token=settings.pad_token)
+        self.session = onnx_session(
+            onnx_path, settings.intra_op_threads, settings.allow_spinning, settings.providers
+        )
+        self._output_name = self.session.get_outputs()[0].name
+
+    def logits(self, texts: Sequence[str], queries: Sequence[str] | None = None) -> np.ndarray:
+        """Raw head outputs [batch, labels]; with `queries`, row i scores the pair (queries[i], texts[i])."""
+        if queries is not None:
+            encodings = self.tokenizer.encode_batch(list(zip(queries, texts, strict=True)))
+        else:
+            encodings = self.tokenizer.encode_batch(list(texts))
+        feeds, _ = encoder_feeds(self.session, encodings)
+        (logits,) = self.session.run([self._output_name], feeds)
+        return logits
+
+    def scores(self, texts: Sequence[str], queries: Sequence[str] | None = None) -> np.ndarray:
+        """Activated scores [batch, labels] in the order of `texts`."""
+        return activate(self.logits(texts, queries), self.settings.activation)
+
+    def labels_of(self, scores: np.ndarray) -> list[str]:
+        """The highest-scoring label of each row."""
+        return [self.settings.labels[int(index)] for index in scores.argmax(axis=1)]

@@ -1,0 +1,1 @@
+"""The runtime every served template imports (copied into each repository)."""

@@ -1,0 +1,77 @@
+"""The small runtime the served templates share: path bootstrap, UTF-8 text decoding, ONNX Runtime.
+
+Copied next to each repository's `model.py` (importing it first makes the virtual environment
+visible to the stub); unit tests import it from the trb package. No Triton import here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# The tritonserver bundled in the nvidia-pytriton wheel embeds the system libpython, whose sys.path
+# does not include the virtual environment trb runs from; the launcher passes it in TRB_PYTHONPATH.
+# In the NGC container the packages are installed system-wide and the variable is unset.
+for _entry in os.environ.get("TRB_PYTHONPATH", "").split(os.pathsep):
+    if _entry and _entry not in sys.path:
+        sys.path.append(_entry)
+
+from collections.abc import Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+class InvalidTextError(ValueError):
+    """A request's text cannot be served (empty, not UTF-8, not a string)."""
+
+
+def decode_texts(raw: np.ndarray, input_name: str = "TEXT") -> list[str]:
+    """Decode a BYTES tensor into strings, rejecting empty and non-UTF-8 items with their index."""
+    texts = []
+    for index, item in enumerate(raw.reshape(-1)):
+        if isinstance(item, bytes):
+            try:
+                text = item.decode("utf-8")
+            except UnicodeDecodeError as error:
+                bad_byte = item[error.start : error.start + 1]
+                raise InvalidTextError(
+                    f"{input_name}[{index}] is not valid UTF-8 (byte {error.start}: {bad_byte!r}); "
+                    "send UTF-8 encoded text"
+                ) from None
+        elif isinstance(item, str):
+            text = item
+        else:
+            raise InvalidTextError(f"{input_name}[{index}] must be a string, got {type(item).__name__}")
+        if not text.strip():
+            raise InvalidTextError(
+                f"{input_name}[{index}] is empty; send at least one non-whitespace character"
+            )
+        texts.append(text)
+    return texts
+
+
+def onnx_session(path: str, intra_op_threads: int, allow_spinning: bool, providers: Sequence[str]) -> Any:
+    """An ONNX Runtime session on `intra_op_threads` threads, on the first available of `providers`."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    available = set(ort.get_available_providers())
+    chosen = [p for p in providers if p in available] or ["CPUExecutionProvider"]
+    return ort.InferenceSession(path, options, providers=chosen)
+
+
+def encoder_feeds(session: Any, encodings: Sequence[Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The inputs an exported encoder takes, from `tokenizers` encodings; and the attention mask."""
+    names = {i.name for i in session.get_inputs()}
+    ids = np.array([e.ids for e in encodings], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in names:
+        feeds["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+    return {name: value for name, value in feeds.items() if name in names}, mask
