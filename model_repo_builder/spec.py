@@ -65,6 +65,7 @@ class BuildSpec:
     batching: str = DEFAULT_BATCHING
     task: str | None = None  # None: the task the model's own files name
     int8_scheme: str = "auto"  # how int8 weights are quantized (export/quantize.py)
+    max_text_bytes: int | None = None  # per text; None: sized from the model's window
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
@@ -89,6 +90,8 @@ class BuildSpec:
             _require_int_at_least("--threads-per-instance", self.threads_per_instance, 1)
         if self.max_length is not None:
             _require_int_at_least("--max-length", self.max_length, 2)
+        if self.max_text_bytes is not None:
+            _require_int_at_least("--max-text-bytes", self.max_text_bytes, 1)
         if self.trust_remote_code:
             raise SpecError(
                 "`--trust-remote-code` is not supported: trb only builds architectures it knows, "

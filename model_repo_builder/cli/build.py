@@ -73,6 +73,13 @@ from model_repo_builder.spec import BATCHING_MODES, DEFAULT_BATCHING, DEVICE_KIN
     help="int8 weights: auto (default: 7-bit s8-reduced, else u8, the first that verifies; both compute "
     "the same on every x86 CPU), or s8 (full range: accurate only on CPUs with VNNI).",
 )
+@click.option(
+    "--max-text-bytes",
+    type=int,
+    default=None,
+    help="Largest text a request may carry, in UTF-8 bytes; larger ones get 400 before any work "
+    "(default: 512 bytes per token of the window, at least 64 KiB).",
+)
 @click.option("--max-length", type=int, default=None, help="Token limit; longer texts are truncated.")
 @click.option("--allow-pickle", is_flag=True, default=None, help="Allow loading pickle-based *.bin weights.")
 @click.option(

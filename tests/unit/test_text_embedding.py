@@ -226,3 +226,24 @@ def test_embedder_truncates_to_max_length_and_skips_inputs_the_graph_lacks(looku
     assert mask.tolist()[1][:3] == [1, 1, 1]
     assert sum(mask.tolist()[1]) == 3  # [CLS] hi [SEP]
     np.testing.assert_allclose(np.linalg.norm(embedder.embed(["hi"]), axis=1), [1.0], rtol=1e-6)
+
+
+def test_a_text_over_the_byte_cap_is_refused_before_decoding():
+    limit = 1000
+    assert decode_texts(as_tensor(b"a" * limit), max_bytes=limit) == ["a" * limit]
+    with pytest.raises(InvalidTextError, match=r"TEXT\[1\] is 1001 bytes; this model takes at most 1000"):
+        decode_texts(as_tensor(b"ok", b"a" * (limit + 1)), max_bytes=limit)
+
+
+@pytest.mark.parametrize("separator", [" ", "\n", ""])
+def test_clipping_before_tokenizing_keeps_the_tokens_a_truncating_model_sees(separator):
+    from model_repo_builder.templates.common.trb_runtime import clip_text
+
+    tokenizer = Tokenizer.from_file(str(TOKENIZER_FILE))
+    tokenizer.enable_truncation(max_length=256)
+    words = [f"word{index % 97}é" for index in range(200_000)]  # ~1.4 MB
+    text = separator.join(words)
+    clipped = clip_text(text, 256)
+    assert len(clipped) < len(text) / 10
+    assert tokenizer.encode(clipped).ids == tokenizer.encode(text).ids
+    assert clip_text("short text", 256) == "short text"

@@ -14,7 +14,7 @@ import trb_runtime  # noqa: F401  (first: makes the virtual environment importab
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from sequence_classifier import ClassifierSettings, SequenceClassifier
-from trb_runtime import InvalidTextError, decode_texts
+from trb_runtime import InvalidRequestError, decode_texts
 
 QUERY_INPUT = "QUERY"
 TEXT_INPUT = "TEXT"
@@ -39,14 +39,17 @@ class TritonPythonModel:
         self.pairs = settings.pairs
 
     def _parse(self, request):
-        texts = decode_texts(pb_utils.get_input_tensor_by_name(request, TEXT_INPUT).as_numpy(), TEXT_INPUT)
+        limit = self.classifier.settings.max_text_bytes
+        texts = decode_texts(
+            pb_utils.get_input_tensor_by_name(request, TEXT_INPUT).as_numpy(), TEXT_INPUT, limit
+        )
         if not self.pairs:
             return texts, None
         queries = decode_texts(
-            pb_utils.get_input_tensor_by_name(request, QUERY_INPUT).as_numpy(), QUERY_INPUT
+            pb_utils.get_input_tensor_by_name(request, QUERY_INPUT).as_numpy(), QUERY_INPUT, limit
         )
         if len(queries) != len(texts):
-            raise InvalidTextError(
+            raise InvalidRequestError(
                 f"{QUERY_INPUT} has {len(queries)} rows and {TEXT_INPUT} {len(texts)}; "
                 "send one query per passage"
             )
@@ -69,7 +72,7 @@ class TritonPythonModel:
         for index, request in enumerate(requests):
             try:
                 request_texts, request_queries = self._parse(request)
-            except InvalidTextError as error:
+            except InvalidRequestError as error:
                 responses[index] = pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
                 )

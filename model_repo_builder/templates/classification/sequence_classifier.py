@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 if __package__:  # imported from the trb package (tests)
-    from ..common.trb_runtime import encoder_feeds, onnx_session
+    from ..common.trb_runtime import clip_text, encoder_feeds, onnx_session
 else:  # copied next to trb_runtime.py in a repository
-    from trb_runtime import encoder_feeds, onnx_session  # type: ignore[no-redef]
+    from trb_runtime import clip_text, encoder_feeds, onnx_session  # type: ignore[no-redef]
 
 ACTIVATIONS = ("softmax", "sigmoid", "identity")
 
@@ -45,6 +45,7 @@ class ClassifierSettings:
     labels: tuple[str, ...] = ()
     pairs: bool = False
     max_length: int = 512
+    max_text_bytes: int | None = None  # larger texts are refused (400) before any work
     pad_token: str = "[PAD]"
     pad_token_id: int = 0
     intra_op_threads: int = 1
@@ -58,6 +59,7 @@ class ClassifierSettings:
             "labels": json.dumps(list(self.labels), ensure_ascii=False),
             "pairs": str(self.pairs).lower(),
             "max_length": str(self.max_length),
+            "max_text_bytes": str(self.max_text_bytes or ""),
             "pad_token": self.pad_token,
             "pad_token_id": str(self.pad_token_id),
             "intra_op_threads": str(self.intra_op_threads),
@@ -77,6 +79,7 @@ class ClassifierSettings:
             labels=labels,
             pairs=parameters.get("pairs", "false").lower() == "true",
             max_length=int(parameters.get("max_length", "512")),
+            max_text_bytes=int(parameters["max_text_bytes"]) if parameters.get("max_text_bytes") else None,
             pad_token=parameters.get("pad_token", "[PAD]"),
             pad_token_id=int(parameters.get("pad_token_id", "0")),
             intra_op_threads=int(parameters.get("intra_op_threads", "1")),
@@ -102,10 +105,12 @@ class SequenceClassifier:
 
     def logits(self, texts: Sequence[str], queries: Sequence[str] | None = None) -> np.ndarray:
         """Raw head outputs [batch, labels]; with `queries`, row i scores the pair (queries[i], texts[i])."""
+        texts = [clip_text(text, self.settings.max_length) for text in texts]
         if queries is not None:
+            queries = [clip_text(query, self.settings.max_length) for query in queries]
             encodings = self.tokenizer.encode_batch(list(zip(queries, texts, strict=True)))
         else:
-            encodings = self.tokenizer.encode_batch(list(texts))
+            encodings = self.tokenizer.encode_batch(texts)
         feeds, _ = encoder_feeds(self.session, encodings)
         (logits,) = self.session.run([self._output_name], feeds)
         return logits

@@ -22,33 +22,64 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-class InvalidTextError(ValueError):
-    """A request's text cannot be served (empty, not UTF-8, not a string)."""
+class InvalidRequestError(ValueError):
+    """A request cannot be served as sent (empty, non-UTF-8, oversized text, a bad parameter)."""
 
 
-def decode_texts(raw: np.ndarray, input_name: str = "TEXT") -> list[str]:
-    """Decode a BYTES tensor into strings, rejecting empty and non-UTF-8 items with their index."""
+InvalidTextError = InvalidRequestError  # the name the embedding template has always used
+
+# Characters one token can cover, at most: WordPiece turns a word over 100 characters into one [UNK],
+# SentencePiece pieces are shorter. `clip_text` keeps this many characters per token of the window.
+CHARS_PER_TOKEN_BOUND = 100
+
+
+def default_max_text_bytes(max_tokens: int) -> int:
+    """The per-text byte cap a build writes when not told: room for the whole window in any script."""
+    return max(64 * 1024, max_tokens * 512)
+
+
+def decode_texts(raw: np.ndarray, input_name: str = "TEXT", max_bytes: int | None = None) -> list[str]:
+    """Decode a BYTES tensor into strings, rejecting empty, non-UTF-8 and oversized items with their index."""
     texts = []
     for index, item in enumerate(raw.reshape(-1)):
         if isinstance(item, bytes):
+            if max_bytes is not None and len(item) > max_bytes:
+                raise InvalidRequestError(
+                    f"{input_name}[{index}] is {len(item)} bytes; this model takes at most {max_bytes} bytes "
+                    "per text (set when the repository was built: `trb build --max-text-bytes`)"
+                )
             try:
                 text = item.decode("utf-8")
             except UnicodeDecodeError as error:
                 bad_byte = item[error.start : error.start + 1]
-                raise InvalidTextError(
+                raise InvalidRequestError(
                     f"{input_name}[{index}] is not valid UTF-8 (byte {error.start}: {bad_byte!r}); "
                     "send UTF-8 encoded text"
                 ) from None
         elif isinstance(item, str):
             text = item
         else:
-            raise InvalidTextError(f"{input_name}[{index}] must be a string, got {type(item).__name__}")
+            raise InvalidRequestError(f"{input_name}[{index}] must be a string, got {type(item).__name__}")
         if not text.strip():
-            raise InvalidTextError(
+            raise InvalidRequestError(
                 f"{input_name}[{index}] is empty; send at least one non-whitespace character"
             )
         texts.append(text)
     return texts
+
+
+def clip_text(text: str, max_tokens: int) -> str:
+    """The start of `text` that holds at least its first `max_tokens` tokens, cut after a whitespace.
+
+    A model that truncates to `max_tokens` gives the clipped text the same tokens as the whole one,
+    without tokenizing megabytes it would throw away.
+    """
+    needed = max_tokens * CHARS_PER_TOKEN_BOUND  # the window's tokens lie within these characters
+    limit = 2 * needed
+    if len(text) <= limit:
+        return text
+    cut = max(text.rfind(" ", 0, limit), text.rfind("\n", 0, limit), text.rfind("\t", 0, limit))
+    return text[: cut if cut >= needed else limit]
 
 
 def onnx_session(path: str, intra_op_threads: int, allow_spinning: bool, providers: Sequence[str]) -> Any:

@@ -44,7 +44,7 @@ class TritonPythonModel:
         for index, request in enumerate(requests):
             raw = pb_utils.get_input_tensor_by_name(request, INPUT_NAME).as_numpy()
             try:
-                decoded = decode_texts(raw)
+                decoded = decode_texts(raw, INPUT_NAME, self.embedder.settings.max_text_bytes)
             except InvalidTextError as error:
                 responses[index] = pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)

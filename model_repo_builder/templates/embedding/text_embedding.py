@@ -13,9 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 
 if __package__:  # imported from the trb package (tests)
-    from ..common.trb_runtime import InvalidTextError, decode_texts, encoder_feeds, onnx_session
+    from ..common.trb_runtime import InvalidTextError, clip_text, decode_texts, encoder_feeds, onnx_session
 else:  # copied next to trb_runtime.py in a repository
-    from trb_runtime import InvalidTextError, decode_texts, encoder_feeds, onnx_session  # type: ignore[no-redef]
+    from trb_runtime import (  # type: ignore[no-redef]
+        InvalidTextError,
+        clip_text,
+        decode_texts,
+        encoder_feeds,
+        onnx_session,
+    )
 
 __all__ = ["InvalidTextError", "decode_texts", "EmbedderSettings", "TextEmbedder", "pool"]
 
@@ -65,6 +71,7 @@ class EmbedderSettings:
     pooling: str = "mean"
     normalize: bool = True
     max_length: int = 256
+    max_text_bytes: int | None = None  # larger texts are refused (400) before any work
     pad_token: str = "[PAD]"
     pad_token_id: int = 0
     intra_op_threads: int = 1
@@ -82,6 +89,7 @@ class EmbedderSettings:
             pooling=pooling,
             normalize=parameters.get("normalize", "true").lower() == "true",
             max_length=int(parameters.get("max_length", "256")),
+            max_text_bytes=int(parameters["max_text_bytes"]) if parameters.get("max_text_bytes") else None,
             pad_token=parameters.get("pad_token", "[PAD]"),
             pad_token_id=int(parameters.get("pad_token_id", "0")),
             intra_op_threads=int(parameters.get("intra_op_threads", "1")),
@@ -107,7 +115,8 @@ class TextEmbedder:
 
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Return token embeddings [batch, seq, dim] and the attention mask [batch, seq]."""
-        feeds, mask = encoder_feeds(self.session, self.tokenizer.encode_batch(list(texts)))
+        clipped = [clip_text(text, self.settings.max_length) for text in texts]
+        feeds, mask = encoder_feeds(self.session, self.tokenizer.encode_batch(clipped))
         (hidden,) = self.session.run([self._output_name], feeds)
         return hidden, mask
 

@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 
 if __package__:  # imported from the trb package (tests, verification)
+    from ..common.trb_runtime import InvalidRequestError, decode_texts
     from .beam import BeamSearch, log_softmax
-else:  # copied next to beam.py in a repository
+else:  # copied next to beam.py and trb_runtime.py in a repository
     from beam import BeamSearch, log_softmax  # type: ignore[no-redef]
+    from trb_runtime import InvalidRequestError, decode_texts  # type: ignore[no-redef]
 
 ENCODER_FILE = "encoder_model.onnx"
 DECODER_FILE = "decoder_model.onnx"
@@ -52,10 +54,6 @@ MAX_BEAMS = 8
 StepCallback = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
 
-class InvalidRequestError(ValueError):
-    """A request cannot be served as sent (empty prompt, bad parameter, ...); the message says why."""
-
-
 @dataclass(frozen=True, kw_only=True)
 class GenerationParams:
     """How to generate one sequence; the defaults are greedy decoding."""
@@ -76,6 +74,7 @@ class GeneratorSettings:
     eos_token_id: int = 1
     pad_token_id: int = 0
     max_input_tokens: int = 512
+    max_text_bytes: int | None = None  # larger prompts are refused (400) before tokenizing
     default_max_new_tokens: int = 64
     max_new_tokens_limit: int = 512
     intra_op_threads: int = 1
@@ -94,6 +93,7 @@ class GeneratorSettings:
             eos_token_id=int(parameters.get("eos_token_id", defaults.eos_token_id)),
             pad_token_id=int(parameters.get("pad_token_id", defaults.pad_token_id)),
             max_input_tokens=int(parameters.get("max_input_tokens", defaults.max_input_tokens)),
+            max_text_bytes=int(parameters["max_text_bytes"]) if parameters.get("max_text_bytes") else None,
             default_max_new_tokens=int(
                 parameters.get("default_max_new_tokens", defaults.default_max_new_tokens)
             ),
@@ -158,27 +158,9 @@ def request_params(
     return [check_params(row, settings) for row in rows]
 
 
-def decode_prompts(raw: np.ndarray, input_name: str = "PROMPT") -> list[str]:
-    """Decode a BYTES tensor into prompts, rejecting what cannot be a prompt."""
-    prompts = []
-    for index, item in enumerate(raw.reshape(-1)):
-        if isinstance(item, bytes):
-            try:
-                text = item.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise InvalidRequestError(
-                    f"{input_name}[{index}] is not valid UTF-8 (byte {error.start}); send UTF-8 encoded text"
-                ) from None
-        elif isinstance(item, str):
-            text = item
-        else:
-            raise InvalidRequestError(f"{input_name}[{index}] must be a string, got {type(item).__name__}")
-        if not text.strip():
-            raise InvalidRequestError(
-                f"{input_name}[{index}] is empty; send at least one non-whitespace character"
-            )
-        prompts.append(text)
-    return prompts
+def decode_prompts(raw: np.ndarray, input_name: str = "PROMPT", max_bytes: int | None = None) -> list[str]:
+    """Decode a BYTES tensor into prompts, rejecting what cannot be a prompt (see `decode_texts`)."""
+    return decode_texts(raw, input_name, max_bytes)
 
 
 def check_params(params: GenerationParams, settings: GeneratorSettings) -> GenerationParams:

@@ -86,7 +86,8 @@ class TritonPythonModel:
             self._beams.join(timeout=30)
 
     def _parse(self, request):
-        prompts = decode_prompts(pb_utils.get_input_tensor_by_name(request, PROMPT_INPUT).as_numpy())
+        raw = pb_utils.get_input_tensor_by_name(request, PROMPT_INPUT).as_numpy()
+        prompts = decode_prompts(raw, PROMPT_INPUT, self.generator.settings.max_text_bytes)
         values = {spec.name: _optional_input(request, spec.name) for spec in PARAMETER_INPUTS}
         params = request_params(len(prompts), values, self.generator.settings)
         return self.generator.tokenize(prompts), params
