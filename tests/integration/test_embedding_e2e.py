@@ -436,7 +436,7 @@ def test_oversized_texts_are_refused_fast_and_long_ones_cost_what_the_window_hol
             refused_s = time.perf_counter() - started
             served = client.embed([long_text])
         after = _tree_rss_mib(fp32_server.pid)
-        print(f"refused a 3 MB text in {refused_s * 1000:.0f} ms; server tree {baseline:.0f} → {after:.0f} MiB")
+        print(f"refused 3 MB in {refused_s * 1000:.0f} ms; server tree {baseline:.0f} → {after:.0f} MiB")
         assert refused_s < 1.0
         cosine = float((served[0] * reference([long_text])[0]).sum())
         assert cosine >= 0.9999  # truncated exactly as sentence-transformers truncates
