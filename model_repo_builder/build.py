@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from model_repo_builder.errors import VerificationError
-from model_repo_builder.models.source import ResolvedModel, check_weights, resolve_source
+from model_repo_builder.models.source import ResolvedModel, check_weights, load_tokenizer, resolve_source
 from model_repo_builder.repository.manifest import MANIFEST_NAME, Manifest, library_versions, read_manifest
 from model_repo_builder.repository.readme import render_readme
 from model_repo_builder.repository.writer import atomic_directory, file_hashes
@@ -38,6 +38,7 @@ def build(spec: BuildSpec, model_dir: Path | None = None) -> BuildResult:
     source = resolve_source(spec.source, model_dir, task=spec.task)
     task = get_task(source.task)
     check_weights(source.path, spec.allow_pickle)
+    load_tokenizer(source.path)  # fails here, before anything is written, when tokenizer files are missing
     name = spec.name or source.default_name
     validate_model_name(name)
     candidates = spec.int8_candidates()

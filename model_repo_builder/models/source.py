@@ -72,6 +72,23 @@ def check_weights(path: Path, allow_pickle: bool) -> None:
     raise ModelSourceError(f"{path} has no weights (*.safetensors); pass a complete model directory")
 
 
+def load_tokenizer(path: Path) -> Any:
+    """The model's fast tokenizer; missing or unreadable tokenizer files are a `ModelSourceError`."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=True, trust_remote_code=False)
+    except (OSError, ValueError, TypeError, KeyError) as error:  # transformers' ways of saying "no tokenizer"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelSourceError(
+            f"{path} has no usable tokenizer ({first_line}); copy the tokenizer files (tokenizer.json, or "
+            "vocab.txt / spiece.model with tokenizer_config.json) from the original model into it"
+        ) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelSourceError(f"{path} has no fast tokenizer (tokenizer.json); trb serves only those")
+    return tokenizer
+
+
 def _local(path: Path, origin: str, hub_id: str | None, task: str | None) -> ResolvedModel:
     config = _read_config(path)
     facts = ModelFacts.read(path, config)

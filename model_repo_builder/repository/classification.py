@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from model_repo_builder.errors import UnsupportedModelError
-from model_repo_builder.models.source import ResolvedModel
+from model_repo_builder.models.source import ResolvedModel, load_tokenizer
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.embedding import BuiltModel
 from model_repo_builder.spec import BuildSpec
@@ -84,8 +84,6 @@ def build_classifier(
     spec: BuildSpec, source: ResolvedModel, name: str, staging: Path, task: Any
 ) -> BuiltModel:
     """Export, convert, verify and lay out a classifier or reranker (`task.pairs`) under `staging/name`."""
-    from transformers import AutoTokenizer
-
     from model_repo_builder.export.classifier_verify import reference_scores, sample_inputs, verify_scores
     from model_repo_builder.export.onnx_export import export_encoder
     from model_repo_builder.export.quantize import apply_precision
@@ -94,12 +92,9 @@ def build_classifier(
         SequenceClassifier,
     )
 
-    tokenizer = AutoTokenizer.from_pretrained(str(source.path), use_fast=True, trust_remote_code=False)
-    if not getattr(tokenizer, "is_fast", False) or tokenizer.pad_token is None:
-        raise UnsupportedModelError(
-            f"{source.path} needs a fast tokenizer (tokenizer.json) with a padding token; "
-            "trb serves only those"
-        )
+    tokenizer = load_tokenizer(source.path)
+    if tokenizer.pad_token is None:
+        raise UnsupportedModelError(f"the tokenizer of {source.path} has no padding token")
     id2label = source.config.get("id2label") or {}
     labels = tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label)))
     if task.pairs:

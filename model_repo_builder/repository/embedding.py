@@ -17,7 +17,7 @@ from typing import Any
 
 from model_repo_builder.errors import UnsupportedModelError
 from model_repo_builder.models.registry import INT8_KEEP_FP32
-from model_repo_builder.models.source import ResolvedModel
+from model_repo_builder.models.source import ResolvedModel, load_tokenizer
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.spec import BuildSpec
 from model_repo_builder.templates import copy_templates
@@ -114,15 +114,13 @@ class BuiltModel:
 
 def build_embedding(spec: BuildSpec, source: ResolvedModel, name: str, staging: Path) -> BuiltModel:
     """Export, convert, verify and lay out an embedding model under `staging/name`."""
-    from transformers import AutoTokenizer
-
     from model_repo_builder.export.onnx_export import export_encoder
     from model_repo_builder.export.quantize import apply_precision
     from model_repo_builder.export.verify import SAMPLE_TEXTS, compare, reference_embeddings
     from model_repo_builder.templates.embedding.text_embedding import EmbedderSettings, TextEmbedder, pool
 
     pipeline = read_pipeline_settings(source, spec.max_length)
-    tokenizer = AutoTokenizer.from_pretrained(str(source.path), use_fast=True, trust_remote_code=False)
+    tokenizer = load_tokenizer(source.path)
     if tokenizer.pad_token is None:
         raise UnsupportedModelError(f"the tokenizer of {source.path} has no padding token")
     parameters: dict[str, object] = {

@@ -20,7 +20,7 @@ from typing import Any
 
 from model_repo_builder.errors import UnsupportedModelError
 from model_repo_builder.models.registry import INT8_KEEP_FP32
-from model_repo_builder.models.source import ResolvedModel
+from model_repo_builder.models.source import ResolvedModel, load_tokenizer
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.embedding import BuiltModel
 from model_repo_builder.spec import BuildSpec, validate_model_name
@@ -156,17 +156,11 @@ def _as_strings(parameters: dict[str, object]) -> dict[str, str]:
 
 def build_seq2seq(spec: BuildSpec, source: ResolvedModel, name: str, staging: Path) -> BuiltModel:
     """Export, convert, verify and lay out a text-to-text generation model under `staging/name`."""
-    from transformers import AutoTokenizer
-
     from model_repo_builder.export.seq2seq_export import convert_seq2seq, export_seq2seq
     from model_repo_builder.export.seq2seq_verify import verify_seq2seq
     from model_repo_builder.templates.seq2seq.generation import GeneratorSettings, Seq2SeqGenerator
 
-    tokenizer = AutoTokenizer.from_pretrained(str(source.path), use_fast=True, trust_remote_code=False)
-    if not getattr(tokenizer, "is_fast", False):
-        raise UnsupportedModelError(
-            f"{source.path} has no fast tokenizer (tokenizer.json); trb serves only those"
-        )
+    tokenizer = load_tokenizer(source.path)
     generation = read_generation_config(source, int(tokenizer.model_max_length), spec.max_length)
     parameters: dict[str, object] = {
         **generation.parameters(),

