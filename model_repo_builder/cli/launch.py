@@ -43,6 +43,12 @@ if TYPE_CHECKING:
     "--image", default=None, help="Container image for --docker (default: trb's image, see Dockerfile)."
 )
 @click.option("--gpus", is_flag=True, help="With --docker: pass all GPUs to the container.")
+@click.option(
+    "--supervise/--no-supervise",
+    default=True,
+    show_default=True,
+    help="Reload a model whose python-backend stub died (Triton 2.51 does not restart it).",
+)
 def command(
     repository: Path,
     host: str,
@@ -54,11 +60,13 @@ def command(
     docker: bool,
     image: str | None,
     gpus: bool,
+    supervise: bool,
 ) -> None:
     """Start tritonserver on REPOSITORY, wait for every model, print the endpoints."""
     from model_repo_builder.errors import ToolNotFoundError
     from model_repo_builder.runtime.cpu import repository_cpu_warnings
     from model_repo_builder.runtime.server import TritonServer, repository_models
+    from model_repo_builder.runtime.supervisor import Supervisor
     from model_repo_builder.spec import LaunchSpec
 
     spec = LaunchSpec(
@@ -97,13 +105,20 @@ def command(
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with server:
+            supervisor = Supervisor(server).start() if supervise else None
             click.echo(f"serving {', '.join(server.models)} from {repository}")
             click.echo(f"  HTTP     http://{server.http_url}/v2/models/{server.models[0]}/infer")
             click.echo(f"  gRPC     {server.grpc_url}")
             click.echo(f"  metrics  {server.metrics_url}")
             click.echo(f"  log      {server.log_path}")
+            if supervisor is not None:
+                click.echo("  supervised: a model whose stub dies is reloaded (see warnings below)")
             click.echo("Ctrl-C stops the server; in-flight requests finish first.")
-            _wait(server, stop_requested)
+            try:
+                _wait(server, stop_requested)
+            finally:
+                if supervisor is not None:
+                    supervisor.stop()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

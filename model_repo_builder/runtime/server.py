@@ -1,8 +1,9 @@
 """The tritonserver process: start, wait until every model is ready, stop gracefully.
 
-Secure defaults: binds to loopback unless told otherwise, model control is off (`none`: the
-repository loaded at start is what is served), and the model-repository, shared-memory, logging and
-trace APIs need an admin key that only this process knows.
+Secure defaults: binds to loopback unless told otherwise; every model of the repository is loaded at
+start and model control is explicit only so that the supervisor can reload a broken model: the
+model-repository API (load/unload), like the shared-memory, logging and trace APIs, needs an admin
+key that only this process knows.
 """
 
 from __future__ import annotations
@@ -145,7 +146,10 @@ class TritonServer:
             f"--model-repository={self.spec.repository.resolve()}",
             f"--backend-directory={installation.backend_dir}",
             f"--cache-directory={installation.cache_dir}",
-            "--model-control-mode=none",
+            # Explicit control, every model loaded at start: the supervisor reloads a broken model
+            # through the repository API, which only holders of the admin key may call.
+            "--model-control-mode=explicit",
+            "--load-model=*",
             "--strict-readiness=true",
             "--exit-on-error=true",
             "--disable-auto-complete-config",

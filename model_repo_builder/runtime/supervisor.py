@@ -1,0 +1,194 @@
+"""Keep every model of a running tritonserver serving: find broken python-backend stubs, reload the model.
+
+In Triton 2.51 a python-backend stub that dies is not restarted: the model stays "ready", health stays
+200, and each request routed to the dead instance fails after about a second with "Stub process … is
+not healthy". The supervisor knows which stubs each model should have (one per instance, named
+`<model>_<group>_<index>` on the stub's command line) and which are alive (the server's child
+processes); a model missing one, or reported not ready, is reloaded through the restricted
+model-repository API (unload, then load: loading an unchanged model is a no-op). Repeated failures
+of one model back off exponentially.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model_repo_builder.repository import config as model_config
+from model_repo_builder.runtime.server import ADMIN_HEADER, TritonServer
+
+LOGGER = logging.getLogger(__name__)
+
+STUB_BINARY = "triton_python_backend_stub"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recovery:
+    """One reload the supervisor made."""
+
+    model: str
+    reason: str
+    seconds: float  # from noticing the failure to the model being loaded again
+    ok: bool
+
+
+@dataclass
+class _ModelState:
+    restarts: int = 0
+    failures_in_a_row: int = 0
+    not_before: float = 0.0  # monotonic time before which the model is not reloaded again
+    history: list[Recovery] = field(default_factory=list)
+
+
+def expected_stubs(repository: Path, model: str) -> set[str]:
+    """The stub names a model's instance groups start: `<model>_<group>_<index>`."""
+    config = model_config.parse((repository / model / "config.pbtxt").read_text(encoding="utf-8"))
+    groups = config.instance_group or [None]
+    return {
+        f"{model}_{group_index}_{index}"
+        for group_index, group in enumerate(groups)
+        for index in range(group.count if group is not None and group.count else 1)
+    }
+
+
+def stub_processes(server_pid: int, proc: Path = Path("/proc")) -> dict[str, int]:
+    """The python-backend stubs running as children of the server process: name → pid."""
+    stubs = {}
+    for status in proc.glob("[0-9]*/status"):
+        try:
+            lines = status.read_text().splitlines()
+            parent = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("PPid:"))
+            if int(parent) != server_pid:
+                continue
+            args = (status.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, StopIteration, ValueError):
+            continue  # the process ended while we looked
+        if args and args[0].endswith(STUB_BINARY.encode()) and len(args) > 8:
+            stubs[args[8].decode("utf-8", errors="replace")] = int(status.parent.name)
+    return stubs
+
+
+def live_stubs(server_pid: int) -> set[str]:
+    """Names of the python-backend stubs alive under the server process."""
+    return set(stub_processes(server_pid))
+
+
+class Supervisor:
+    """Watches a `TritonServer`'s models in a background thread and reloads the broken ones."""
+
+    def __init__(self, server: TritonServer, interval_s: float = 1.0, max_backoff_s: float = 30.0):
+        self.server = server
+        self.interval_s = interval_s
+        self.max_backoff_s = max_backoff_s
+        self.states = {model: _ModelState() for model in server.models}
+        self._expected = {m: expected_stubs(server.spec.repository, m) for m in server.models}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def restarts(self) -> dict[str, int]:
+        """Reloads per model so far."""
+        return {model: state.restarts for model, state in self.states.items()}
+
+    def _request(self, method: str, path: str, timeout_s: float = 120.0) -> int:
+        request = urllib.request.Request(
+            f"http://{self.server.http_url}{path}",
+            data=b"{}" if method == "POST" else None,
+            method=method,
+            headers={ADMIN_HEADER: self.server.admin_key, "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0
+
+    def broken(self) -> dict[str, str]:
+        """Models that cannot serve right now, with the reason."""
+        pid = self.server.pid
+        if pid is None:
+            return {}
+        alive = live_stubs(pid)
+        problems = {}
+        for model, expected in self._expected.items():
+            missing = sorted(expected - alive)
+            if missing:
+                problems[model] = f"python-backend stub {', '.join(missing)} is gone"
+            elif self._request("GET", f"/v2/models/{model}/ready", timeout_s=5) != 200:
+                problems[model] = "the model reports not ready"
+        return problems
+
+    def reload(self, model: str, reason: str) -> Recovery:
+        """Unload, then load `model`; record the outcome and the backoff before the next try."""
+        state = self.states[model]
+        started = time.monotonic()
+        LOGGER.warning("%s cannot serve (%s): reloading it", model, reason)
+        unloaded = self._request("POST", f"/v2/repository/models/{model}/unload")
+        loaded = self._request("POST", f"/v2/repository/models/{model}/load") if unloaded == 200 else 0
+        ok = loaded == 200 and not (self._expected[model] - live_stubs(self.server.pid or -1))
+        seconds = time.monotonic() - started
+        state.restarts += 1
+        state.failures_in_a_row = 0 if ok else state.failures_in_a_row + 1
+        backoff = min(self.max_backoff_s, self.interval_s * 2 ** min(state.restarts - 1, 10))
+        state.not_before = time.monotonic() + backoff
+        recovery = Recovery(model=model, reason=reason, seconds=round(seconds, 3), ok=ok)
+        state.history.append(recovery)
+        if ok:
+            LOGGER.warning("%s reloaded in %.2f s (restart %d)", model, seconds, state.restarts)
+        else:
+            LOGGER.error(
+                "%s did not come back (unload %s, load %s); next try in %.0f s; see %s",
+                model,
+                unloaded,
+                loaded,
+                backoff,
+                self.server.log_path,
+            )
+        return recovery
+
+    def check_once(self) -> list[Recovery]:
+        """Reload every broken model whose backoff has passed; return what was done."""
+        now = time.monotonic()
+        return [
+            self.reload(model, reason)
+            for model, reason in self.broken().items()
+            if now >= self.states[model].not_before
+        ]
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            if not self.server.is_alive():
+                return
+            try:
+                self.check_once()
+            except Exception:  # the watcher must outlive any one failed check
+                LOGGER.exception("supervisor check failed")
+
+    def start(self) -> Supervisor:
+        """Begin watching in a daemon thread."""
+        self._thread = threading.Thread(target=self._run, name="trb-supervisor", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching (returns once the current check is done)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=150)
+
+    def status(self) -> dict[str, object]:
+        """Restarts and the last recovery of each model, as plain data."""
+        return {
+            model: {
+                "restarts": state.restarts,
+                "last": dataclasses.asdict(state.history[-1]) if state.history else None,
+            }
+            for model, state in self.states.items()
+        }

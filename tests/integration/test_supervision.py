@@ -1,0 +1,70 @@
+"""A python-backend stub killed under load: requests fail fast, the model is reloaded, traffic recovers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from conftest import running_server
+
+from model_repo_builder.client import embed_texts
+from model_repo_builder.errors import InferenceError
+from model_repo_builder.runtime.supervisor import Supervisor, expected_stubs, live_stubs, stub_processes
+
+pytestmark = pytest.mark.integration
+
+# What a recovery may take on 2 busy cores: noticing (≤ 1 interval) plus reloading MiniLM (~0.3 s
+# measured here). Generous so a loaded CI machine cannot flip it.
+RECOVERY_BOUND_S = 20.0
+
+
+def test_a_killed_stub_is_reloaded_while_clients_keep_sending(fp32_repo) -> None:
+    with running_server(fp32_repo.repository) as server:
+        (name,) = expected_stubs(server.spec.repository, fp32_repo.name)
+        assert live_stubs(server.pid) == {name}
+        supervisor = Supervisor(server, interval_s=0.5).start()
+        outcomes: list[tuple[float, float, bool]] = []  # (sent at, took, ok)
+        stop = threading.Event()
+
+        def client() -> None:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    embed_texts(fp32_repo.name, ["a sentence under load"], url=server.http_url)
+                    outcomes.append((started, time.monotonic() - started, True))
+                except InferenceError:
+                    outcomes.append((started, time.monotonic() - started, False))
+
+        threads = [threading.Thread(target=client) for _ in range(2)]
+        try:
+            for thread in threads:
+                thread.start()
+            while len(outcomes) < 10:
+                time.sleep(0.01)
+            killed_at = time.monotonic()
+            os.kill(stub_processes(server.pid)[name], signal.SIGKILL)
+            deadline = killed_at + RECOVERY_BOUND_S
+            while time.monotonic() < deadline and not any(
+                ok and sent > killed_at + 0.1 for sent, _, ok in outcomes[-3:]
+            ):
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+            supervisor.stop()
+        after = [(sent, took, ok) for sent, took, ok in outcomes if sent > killed_at]
+        failed = [took for _, took, ok in after if not ok]
+        recovered = next((sent for sent, _, ok in after if ok), None)
+        assert supervisor.restarts() == {fp32_repo.name: 1}
+        assert recovered is not None, "traffic did not recover"
+        print(
+            f"recovered {recovered - killed_at:.2f} s after the kill; {len(failed)} requests failed, "
+            f"slowest failure {max(failed, default=0):.2f} s"
+        )
+        assert recovered - killed_at < RECOVERY_BOUND_S
+        assert max(failed, default=0) < 5.0  # failures are fast, not hangs
+        assert live_stubs(server.pid) == {name}
