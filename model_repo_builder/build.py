@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model_repo_builder.errors import VerificationError
+from model_repo_builder.errors import SpecError, VerificationError
 from model_repo_builder.models.source import ResolvedModel, check_weights, load_tokenizer, resolve_source
+from model_repo_builder.repository.embedding import BuiltModel
 from model_repo_builder.repository.manifest import MANIFEST_NAME, Manifest, library_versions, read_manifest
 from model_repo_builder.repository.readme import render_readme
 from model_repo_builder.repository.writer import atomic_directory, file_hashes
 from model_repo_builder.runtime.cpu import cpu_info
+from model_repo_builder.runtime.sidecar import copy_steps
 from model_repo_builder.spec import BuildSpec, validate_model_name
 from model_repo_builder.tasks import Task, get_task
 
@@ -62,8 +64,17 @@ def _build_once(
 ) -> BuildResult:
     target = spec.output / name
     LOGGER.info("building %s (%s, %s) into %s", name, source.task, spec.precision, target)
+    if spec.pre and not task.pre_steps or spec.post and task.post_step_kind is None:
+        raise SpecError(f"`--pre` / `--post` steps are not yet supported for {task.name} models")
     with atomic_directory(target) as staging:
         built = task.build(spec, source, name, staging)
+        stages = {"pre": spec.pre, "post": spec.post}
+        kinds = {"pre": "text", "post": task.post_step_kind or ""}
+        steps = copy_steps({stage: specs for stage, specs in stages.items() if specs}, kinds, staging / name)
+        if steps:
+            built = BuiltModel(
+                model={**built.model, "steps": [step.name for step in steps]}, verification=built.verification
+            )
         options = {**spec.options(), "name": name}
         if model_dir is not None:
             options["source"] = str(model_dir)

@@ -66,6 +66,8 @@ class BuildSpec:
     task: str | None = None  # None: the task the model's own files name
     int8_scheme: str = "auto"  # how int8 weights are quantized (export/quantize.py)
     max_text_bytes: int | None = None  # per text; None: sized from the model's window
+    pre: tuple[str, ...] = ()  # pre-processing steps, in order: `file.py:function` or `module:function`
+    post: tuple[str, ...] = ()  # post-processing steps, in order
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
@@ -98,6 +100,8 @@ class BuildSpec:
                 "so no code from a model repository is ever executed"
             )
         object.__setattr__(self, "output", Path(self.output))
+        object.__setattr__(self, "pre", tuple(self.pre))  # a manifest holds lists
+        object.__setattr__(self, "post", tuple(self.post))
 
     def int8_candidates(self) -> list[BuildSpec]:
         """The specs a build tries in turn: `--int8-scheme auto` becomes each portable scheme in order."""

@@ -80,6 +80,17 @@ from model_repo_builder.spec import BATCHING_MODES, DEFAULT_BATCHING, DEVICE_KIN
     help="Largest text a request may carry, in UTF-8 bytes; larger ones get 400 before any work "
     "(default: 512 bytes per token of the window, at least 64 KiB).",
 )
+@click.option(
+    "--pre",
+    multiple=True,
+    help="Pre-processing step, repeatable, in order: `file.py:function` or `module:function` taking and "
+    "returning list[str]; runs in a PyTriton sidecar that `trb launch` starts.",
+)
+@click.option(
+    "--post",
+    multiple=True,
+    help="Post-processing step, repeatable: texts → texts (generation) or vectors → vectors (embeddings).",
+)
 @click.option("--max-length", type=int, default=None, help="Token limit; longer texts are truncated.")
 @click.option("--allow-pickle", is_flag=True, default=None, help="Allow loading pickle-based *.bin weights.")
 @click.option(
@@ -96,7 +107,7 @@ def command(
     from model_repo_builder.errors import SpecError
     from model_repo_builder.spec import BuildSpec
 
-    given = {key: value for key, value in options.items() if value is not None}
+    given = {key: value for key, value in options.items() if value is not None and value != ()}
     if manifest is not None:
         spec = spec_from_manifest(manifest, output=output)
         spec = BuildSpec(**{**spec.__dict__, **given, **({"source": source} if source else {})})

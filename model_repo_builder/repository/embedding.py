@@ -98,7 +98,8 @@ def model_configuration(
         "backend": "python",
         **model_config.scheduling(spec),
         "input": [{"name": INPUT_NAME, "data_type": "TYPE_STRING", "dims": [1]}],
-        "output": [{"name": OUTPUT_NAME, "data_type": "TYPE_FP32", "dims": [dimension]}],
+        # post steps may change the dimension (Matryoshka truncation): then it is the steps' to say
+        "output": [{"name": OUTPUT_NAME, "data_type": "TYPE_FP32", "dims": [-1 if spec.post else dimension]}],
         "parameters": model_config.string_parameters(parameters),
         "model_warmup": model_config.text_warmup(INPUT_NAME, spec.max_batch_size),
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import logging
 import re
 import secrets
@@ -27,8 +28,10 @@ from model_repo_builder.errors import PortInUseError, RepositoryError, ServerErr
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.manifest import MANIFEST_NAME, read_manifest
 from model_repo_builder.repository.writer import file_hashes
+from model_repo_builder.runtime.sidecar import SidecarProcess, endpoints, sidecar_processes
 from model_repo_builder.runtime.tools import find_tritonserver
 from model_repo_builder.spec import LaunchSpec
+from model_repo_builder.templates.common.trb_runtime import SIDECARS_VARIABLE
 
 LOGGER = logging.getLogger(__name__)
 
@@ -89,7 +92,7 @@ def check_repository_files(repository: Path) -> None:
         )
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Run in the child before exec: SIGTERM the server if trb dies, so no server is orphaned."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -105,6 +108,7 @@ class TritonServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
         self._log_handle: object | None = None
+        self.sidecars: list[SidecarProcess] = []
 
     @property
     def client_host(self) -> str:
@@ -168,7 +172,10 @@ class TritonServer:
         ]
 
     def start(self) -> TritonServer:
-        """Check the repository and ports, then start tritonserver (does not wait for readiness)."""
+        """Check the repository and ports, start the sidecars (waiting for them), then tritonserver.
+
+        Does not wait for tritonserver's readiness (`wait_ready` does).
+        """
         if self.is_alive():
             raise ServerError("this server is already running")
         self.models = repository_models(self.spec.repository)
@@ -181,6 +188,17 @@ class TritonServer:
             check_port_free(self.spec.host, port, flag)
         installation = find_tritonserver()
         command = self.command()
+        # Sidecars first: a model's warmup already runs its steps.
+        self.sidecars = [process.start() for process in sidecar_processes(self.spec.repository, self.models)]
+        try:
+            for sidecar in self.sidecars:
+                sidecar.wait_ready(self.spec.startup_timeout_s)
+        except ServerError:
+            for sidecar in self.sidecars:
+                sidecar.stop()
+            raise
+        environment = installation.environment()
+        environment[SIDECARS_VARIABLE] = json.dumps(endpoints(self.sidecars))
         log_file = tempfile.NamedTemporaryFile(prefix="tritonserver-", suffix=".log", delete=False)  # noqa: SIM115
         self._log_path = Path(log_file.name)
         self._log_handle = log_file
@@ -191,8 +209,8 @@ class TritonServer:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=installation.environment(),
-            preexec_fn=_die_with_parent,
+            env=environment,
+            preexec_fn=die_with_parent,
         )
         return self
 
@@ -259,6 +277,8 @@ class TritonServer:
         if self._log_handle is not None:
             self._log_handle.close()  # type: ignore[attr-defined]
             self._log_handle = None
+        for sidecar in self.sidecars:  # after the server: requests in flight still reach their steps
+            sidecar.stop()
         return process.returncode
 
     def __enter__(self) -> TritonServer:

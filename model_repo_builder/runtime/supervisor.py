@@ -20,8 +20,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model_repo_builder.errors import TrbError
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.runtime.server import ADMIN_HEADER, TritonServer
+from model_repo_builder.runtime.sidecar import SidecarProcess
 
 LOGGER = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ class Supervisor:
         self._thread: threading.Thread | None = None
 
     def restarts(self) -> dict[str, int]:
-        """Reloads per model so far."""
+        """Reloads per model (and restarts per sidecar, as `model/step`) so far."""
         return {model: state.restarts for model, state in self.states.items()}
 
     def _request(self, method: str, path: str, timeout_s: float = 120.0) -> int:
@@ -153,10 +155,40 @@ class Supervisor:
             )
         return recovery
 
+    def restart_sidecar(self, sidecar: SidecarProcess) -> Recovery:
+        """Start a dead sidecar again on its ports and wait until its step answers."""
+        started = time.monotonic()
+        LOGGER.warning("sidecar %s exited: restarting it", sidecar.label)
+        try:
+            sidecar.stop()  # what the dead process left behind (PyTriton's tritonserver) holds its ports
+            sidecar.start().wait_ready(timeout_s=120)
+            ok = True
+        except TrbError as error:
+            LOGGER.error("sidecar %s did not come back: %s", sidecar.label, error)
+            ok = False
+        seconds = time.monotonic() - started
+        state = self.states.setdefault(sidecar.label, _ModelState())
+        state.restarts += 1
+        state.not_before = time.monotonic() + min(
+            self.max_backoff_s, self.interval_s * 2 ** min(state.restarts - 1, 10)
+        )
+        recovery = Recovery(model=sidecar.label, reason="sidecar exited", seconds=round(seconds, 3), ok=ok)
+        state.history.append(recovery)
+        if ok:
+            LOGGER.warning(
+                "sidecar %s restarted in %.2f s (restart %d)", sidecar.label, seconds, state.restarts
+            )
+        return recovery
+
     def check_once(self) -> list[Recovery]:
-        """Reload every broken model whose backoff has passed; return what was done."""
+        """Restart dead sidecars, then reload every broken model whose backoff has passed."""
         now = time.monotonic()
-        return [
+        done = [
+            self.restart_sidecar(sidecar)
+            for sidecar in self.server.sidecars
+            if not sidecar.is_alive() and now >= self.states.get(sidecar.label, _ModelState()).not_before
+        ]
+        return done + [
             self.reload(model, reason)
             for model, reason in self.broken().items()
             if now >= self.states[model].not_before

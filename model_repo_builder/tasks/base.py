@@ -100,6 +100,8 @@ class Task:
     main_output: ClassVar[str]
     generates: ClassVar[bool] = False  # text generation: the sweep counts tokens per request
     not_yet: ClassVar[str | None] = None  # why this version recognises the task but cannot build it
+    pre_steps: ClassVar[bool] = False  # takes `--pre` steps (texts → texts) before the model
+    post_step_kind: ClassVar[str | None] = None  # what `--post` steps take and return: text, vectors
 
     @property
     def text_inputs(self) -> tuple[str, ...]:

@@ -39,6 +39,8 @@ class FeatureExtraction(Task):
     inputs = (TensorIO(name="TEXT", data_type="TYPE_STRING", description="UTF-8 text"),)
     outputs = (TensorIO(name="EMBEDDING", data_type="TYPE_FP32", dims=(-1,), description="embedding"),)
     main_output = "EMBEDDING"
+    pre_steps = True
+    post_step_kind = "vectors"
 
     def detect(self, facts: ModelFacts) -> bool:
         """A sentence-transformers bi-encoder, or a bare encoder checkpoint with no task head."""

@@ -68,6 +68,8 @@ class Text2TextGeneration(Task):
     )
     main_output = TEXT_OUTPUT
     generates = True
+    pre_steps = True
+    post_step_kind = "text"
 
     def detect(self, facts: ModelFacts) -> bool:
         """A T5-family checkpoint."""

@@ -7,6 +7,7 @@ visible to the stub); unit tests import it from the trb package. No Triton impor
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 # The tritonserver bundled in the nvidia-pytriton wheel embeds the system libpython, whose sys.path
@@ -106,3 +107,90 @@ def encoder_feeds(session: Any, encodings: Sequence[Any]) -> tuple[dict[str, np.
     if "token_type_ids" in names:
         feeds["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
     return {name: value for name, value in feeds.items() if name in names}, mask
+
+
+def _step_reason(message: str) -> str:
+    """The step's own exception line out of the traceback PyTriton sends back (or the first line)."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    raised = [line for line in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception)\b.*:", line)]
+    return raised[-1] if raised else (lines[0] if lines else "no message")
+
+
+class StepError(RuntimeError):
+    """A user's pre- or post-processing step failed on a request; the message carries its own."""
+
+
+SIDECARS_VARIABLE = "TRB_SIDECARS"
+
+
+class Sidecars:
+    """Calls a model's pre and post steps: PyTriton servers on loopback that `trb launch` started.
+
+    The launcher passes their endpoints in TRB_SIDECARS (JSON: model → stage → [host:port, …]). A
+    model built with steps refuses to load without them: a step is never skipped silently.
+    """
+
+    def __init__(self, endpoints: dict[str, list[str]]):
+        import threading
+
+        self.endpoints = endpoints
+        self._local = threading.local()  # one client per thread and endpoint (the stub may use two threads)
+
+    @classmethod
+    def for_model(cls, model: str, steps_file: str) -> Sidecars:
+        """The model's steps from its steps.json, reachable at the launcher's endpoints."""
+        import json
+
+        if not os.path.isfile(steps_file):
+            return cls({})
+        with open(steps_file, encoding="utf-8") as handle:
+            steps = json.load(handle)
+        endpoints = json.loads(os.environ.get(SIDECARS_VARIABLE) or "{}").get(model, {})
+        needed = {step["stage"] for step in steps}
+        missing = [
+            stage
+            for stage in sorted(needed)
+            if len(endpoints.get(stage, [])) != sum(1 for step in steps if step["stage"] == stage)
+        ]
+        if missing:
+            raise RuntimeError(
+                f"{model} has {' and '.join(missing)}-processing steps (sidecars/steps.json) but no sidecar "
+                "endpoints: serve it with `trb launch`, which starts them"
+            )
+        return cls(endpoints)
+
+    def has(self, stage: str) -> bool:
+        """Whether the model has steps for `stage`."""
+        return bool(self.endpoints.get(stage))
+
+    def _client(self, url: str) -> Any:
+        clients = getattr(self._local, "clients", None)
+        if clients is None:
+            clients = self._local.clients = {}
+        if url not in clients:
+            import tritonclient.http as httpclient
+
+            clients[url] = httpclient.InferenceServerClient(url, network_timeout=60.0)
+        return clients[url]
+
+    def run(self, stage: str, data: Any) -> Any:
+        """Pass `data` (list of texts, or a float32 [rows, dim] array) through the stage's steps in order."""
+        import tritonclient.http as httpclient
+        from tritonclient.utils import InferenceServerException
+
+        for position, url in enumerate(self.endpoints.get(stage, [])):
+            texts = isinstance(data, list)
+            array = np.array([[t.encode("utf-8")] for t in data], dtype=np.object_) if texts else data
+            tensor = httpclient.InferInput("DATA", list(array.shape), "BYTES" if texts else "FP32")
+            tensor.set_data_from_numpy(array)
+            try:
+                result = self._client(url).infer("step", [tensor]).as_numpy("DATA")
+            except InferenceServerException as error:
+                reason = _step_reason(error.message())
+                raise StepError(f"{stage}-processing step {position} failed: {reason}") from None
+            except (ConnectionError, OSError) as error:
+                raise StepError(
+                    f"{stage}-processing step {position} is unreachable at {url}: {error}"
+                ) from None
+            data = [row.reshape(-1)[0].decode("utf-8") for row in result] if texts else result
+        return data

@@ -13,6 +13,7 @@ import trb_runtime  # noqa: F401  (first: makes the virtual environment importab
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from text_embedding import EmbedderSettings, InvalidTextError, TextEmbedder, decode_texts
+from trb_runtime import Sidecars, StepError
 
 INPUT_NAME = "TEXT"
 OUTPUT_NAME = "EMBEDDING"
@@ -36,6 +37,8 @@ class TritonPythonModel:
             os.path.join(version_dir, "tokenizer.json"),
             settings,
         )
+        steps_file = os.path.join(args["model_repository"], "sidecars", "steps.json")
+        self.sidecars = Sidecars.for_model(args["model_name"], steps_file)
 
     def execute(self, requests):
         """Answer each request with its own rows of one batched embedding computation."""
@@ -45,10 +48,10 @@ class TritonPythonModel:
             raw = pb_utils.get_input_tensor_by_name(request, INPUT_NAME).as_numpy()
             try:
                 decoded = decode_texts(raw, INPUT_NAME, self.embedder.settings.max_text_bytes)
-            except InvalidTextError as error:
-                responses[index] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
-                )
+                if self.sidecars.has("pre"):
+                    decoded = self.sidecars.run("pre", decoded)
+            except (InvalidTextError, StepError) as error:
+                responses[index] = _error(error)
                 continue
             texts.extend(decoded)
             owners.append((index, len(decoded)))
@@ -58,7 +61,19 @@ class TritonPythonModel:
             for index, count in owners:
                 rows = embeddings[start : start + count]
                 start += count
+                try:
+                    if self.sidecars.has("post"):
+                        rows = self.sidecars.run("post", np.ascontiguousarray(rows))
+                except StepError as error:
+                    responses[index] = _error(error)
+                    continue
                 responses[index] = pb_utils.InferenceResponse(
-                    [pb_utils.Tensor(OUTPUT_NAME, np.ascontiguousarray(rows))]
+                    [pb_utils.Tensor(OUTPUT_NAME, np.ascontiguousarray(rows, dtype=np.float32))]
                 )
         return responses
+
+
+def _error(error):
+    """400 / INVALID_ARGUMENT for a request that cannot be served as sent; 500 when a step failed."""
+    code = pb_utils.TritonError.INTERNAL if isinstance(error, StepError) else pb_utils.TritonError.INVALID_ARG
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), code))

@@ -40,6 +40,7 @@ from generation import (
     pad_token_rows,
     request_params,
 )
+from trb_runtime import Sidecars, StepError
 
 
 def _optional_input(request, name):
@@ -65,6 +66,9 @@ class TritonPythonModel:
             model_dir = os.path.join(os.path.dirname(model_dir.rstrip(os.sep)), parameters["weights_model"])
         version_dir = os.path.join(model_dir, args["model_version"])
         self.generator = Seq2SeqGenerator.from_directory(version_dir, settings)
+        # The streaming variant shares the weights model's steps (pre only: post steps see whole texts).
+        steps_file = os.path.join(model_dir, "sidecars", "steps.json")
+        self.sidecars = Sidecars.for_model(parameters.get("weights_model") or args["model_name"], steps_file)
         self.continuous = not self.decoupled and parameters.get("batching", "request") == "continuous"
         if self.continuous:
             ContinuousBatch(self.generator)  # a repository that cannot batch continuously fails to load
@@ -88,6 +92,8 @@ class TritonPythonModel:
     def _parse(self, request):
         raw = pb_utils.get_input_tensor_by_name(request, PROMPT_INPUT).as_numpy()
         prompts = decode_prompts(raw, PROMPT_INPUT, self.generator.settings.max_text_bytes)
+        if self.sidecars.has("pre"):
+            prompts = self.sidecars.run("pre", prompts)
         values = {spec.name: _optional_input(request, spec.name) for spec in PARAMETER_INPUTS}
         params = request_params(len(prompts), values, self.generator.settings)
         return self.generator.tokenize(prompts), params
@@ -105,7 +111,7 @@ class TritonPythonModel:
         for index, request in enumerate(requests):
             try:
                 request_ids, request_params_ = self._parse(request)
-            except InvalidRequestError as error:
+            except (InvalidRequestError, StepError) as error:
                 responses[index] = _invalid(error)
                 continue
             token_ids.extend(request_ids)
@@ -115,9 +121,19 @@ class TritonPythonModel:
             generated = self.generator.generate_ids(token_ids, params)
             start = 0
             for index, count in owners:
-                responses[index] = _generated(generated[start : start + count], self.generator.detokenize)
+                responses[index] = self._answer(generated[start : start + count])
                 start += count
         return responses
+
+    def _answer(self, rows):
+        """The response to one request: its generated texts (through the post steps) and ids."""
+        texts = [self.generator.detokenize(ids) for ids in rows]
+        if self.sidecars.has("post"):
+            try:
+                texts = self.sidecars.run("post", texts)
+            except StepError as error:
+                return _invalid(error)
+        return _generated(texts, rows)
 
     def _stream(self, requests):
         """Generate one prompt per request together, sending each token to its request as it is made."""
@@ -134,7 +150,7 @@ class TritonPythonModel:
                     )
                 if request_params_[0].num_beams > 1:
                     raise InvalidRequestError("beam search cannot stream; use the non-streaming model")
-            except InvalidRequestError as error:
+            except (InvalidRequestError, StepError) as error:
                 sender.send(_invalid(error), flags=final)
                 continue
             senders.append(sender)
@@ -178,7 +194,7 @@ class TritonPythonModel:
             sender = request.get_response_sender()
             try:
                 request_ids, request_params_ = self._parse(request)
-            except InvalidRequestError as error:
+            except (InvalidRequestError, StepError) as error:
                 sender.send(_invalid(error), flags=final)
                 continue
             pending = _Pending(sender, request_ids, request_params_)
@@ -215,7 +231,7 @@ class TritonPythonModel:
                 for event in events:
                     if event.done:
                         pending, row = event.tag
-                        if pending.finish(row, event.tokens, self.generator.detokenize):
+                        if pending.finish(row, event.tokens, self._answer):
                             open_requests.discard(pending)
             except Exception as error:  # every open request must still be answered, with the reason
                 pb_utils.Logger.log_error(f"continuous generation failed: {error!r}")
@@ -242,22 +258,22 @@ class TritonPythonModel:
                 pending.fail(f"generation failed: {error}")
                 continue
             for row, ids in enumerate(generated):
-                pending.finish(row, ids, self.generator.detokenize)
+                pending.finish(row, ids, self._answer)
         while not self._beam_queue.empty():
             self._beam_queue.get_nowait().fail("the model is being unloaded")
 
 
 def _invalid(error):
-    """The 400 / INVALID_ARGUMENT answer to a request that cannot be served as sent."""
-    invalid = pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
-    return pb_utils.InferenceResponse(error=invalid)
+    """400 / INVALID_ARGUMENT for a request that cannot be served as sent; 500 when a step failed."""
+    code = pb_utils.TritonError.INTERNAL if isinstance(error, StepError) else pb_utils.TritonError.INVALID_ARG
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), code))
 
 
-def _generated(rows, detokenize):
-    """The answer to one request: the text of each prompt's generated ids, and the ids (padded)."""
-    texts = np.array([[detokenize(ids).encode("utf-8")] for ids in rows], dtype=np.object_)
+def _generated(texts, rows):
+    """The answer to one request: each prompt's generated text, and its ids (padded)."""
+    encoded = np.array([[text.encode("utf-8")] for text in texts], dtype=np.object_)
     return pb_utils.InferenceResponse(
-        [pb_utils.Tensor(TEXT_OUTPUT, texts), pb_utils.Tensor(TOKEN_IDS_OUTPUT, pad_token_rows(rows))]
+        [pb_utils.Tensor(TEXT_OUTPUT, encoded), pb_utils.Tensor(TOKEN_IDS_OUTPUT, pad_token_rows(rows))]
     )
 
 
@@ -273,8 +289,8 @@ class _Pending:
     def rows(self):
         return [(self, row) for row in range(len(self.token_ids))]
 
-    def finish(self, row, tokens, detokenize):
-        """Record prompt `row`'s ids; send the response when it was the last one. True once sent."""
+    def finish(self, row, tokens, answer):
+        """Record prompt `row`'s ids; send `answer(all ids)` when it was the last one. True once sent."""
         if self.closed:
             return True
         self.results[row] = list(tokens)
@@ -283,9 +299,7 @@ class _Pending:
             return False
         self.closed = True
         try:
-            self.sender.send(
-                _generated(self.results, detokenize), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-            )
+            self.sender.send(answer(self.results), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         except Exception as error:  # a client gone away must not fail the other running requests
             pb_utils.Logger.log_error(f"could not send a response: {error!r}")
         return True

