@@ -53,6 +53,7 @@ def infer(
         import tritonclient.grpc as client_module
     else:
         import tritonclient.http as client_module  # type: ignore[no-redef]
+    from geventhttpclient.response import HTTPConnectionClosed
     from tritonclient.utils import InferenceServerException
 
     client = None
@@ -72,9 +73,11 @@ def infer(
         result = client.infer(model, requests, outputs=wanted)
     except InferenceServerException as error:
         raise InferenceError(f"{model} at {url}: {error.message()}") from None
-    except (ConnectionError, OSError) as error:
+    except (ConnectionError, OSError, HTTPConnectionClosed) as error:
+        # HTTPConnectionClosed: the server closed a kept-alive connection (it is stopping) before answering.
+        reason = str(error) or type(error).__name__
         raise InferenceError(
-            f"cannot reach a Triton server at {url} ({error}); is `trb launch` running?"
+            f"cannot reach a Triton server at {url} ({reason}); is `trb launch` running?"
         ) from None
     finally:
         # An idle keep-alive connection makes tritonserver wait out its whole exit timeout on shutdown.

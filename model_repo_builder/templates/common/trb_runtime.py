@@ -173,6 +173,31 @@ class Sidecars:
             clients[url] = httpclient.InferenceServerClient(url, network_timeout=60.0)
         return clients[url]
 
+    def run_each(self, stage: str, groups: list[Any]) -> list[Any]:
+        """`run` over several requests' data in one call per step; each result, or its `StepError`.
+
+        When the joint call fails, each request is run alone, so only the failing ones get an error.
+        """
+        if not groups or not self.has(stage):
+            return list(groups)
+        texts = isinstance(groups[0], list)
+        joined = [item for group in groups for item in group] if texts else np.concatenate(groups)
+        try:
+            result = self.run(stage, joined)
+        except StepError:
+            outcomes: list[Any] = []
+            for group in groups:
+                try:
+                    outcomes.append(self.run(stage, group))
+                except StepError as error:
+                    outcomes.append(error)
+            return outcomes
+        split, start = [], 0
+        for group in groups:
+            split.append(result[start : start + len(group)])
+            start += len(group)
+        return split
+
     def run(self, stage: str, data: Any) -> Any:
         """Pass `data` (list of texts, or a float32 [rows, dim] array) through the stage's steps in order."""
         import tritonclient.http as httpclient

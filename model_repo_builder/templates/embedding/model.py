@@ -41,34 +41,39 @@ class TritonPythonModel:
         self.sidecars = Sidecars.for_model(args["model_name"], steps_file)
 
     def execute(self, requests):
-        """Answer each request with its own rows of one batched embedding computation."""
+        """Answer each request with its own rows of one batched embedding computation.
+
+        Pre and post steps (sidecars) run once per batch; when a step fails, it runs again per
+        request so that only the requests it fails on get its error.
+        """
         responses = [None] * len(requests)
-        texts, owners = [], []
+        decoded = {}
         for index, request in enumerate(requests):
             raw = pb_utils.get_input_tensor_by_name(request, INPUT_NAME).as_numpy()
             try:
-                decoded = decode_texts(raw, INPUT_NAME, self.embedder.settings.max_text_bytes)
-                if self.sidecars.has("pre"):
-                    decoded = self.sidecars.run("pre", decoded)
-            except (InvalidTextError, StepError) as error:
+                decoded[index] = decode_texts(raw, INPUT_NAME, self.embedder.settings.max_text_bytes)
+            except InvalidTextError as error:
                 responses[index] = _error(error)
+        prepared = dict(zip(decoded, self.sidecars.run_each("pre", list(decoded.values())), strict=True))
+        texts, owners = [], []
+        for index, outcome in prepared.items():
+            if isinstance(outcome, StepError):
+                responses[index] = _error(outcome)
                 continue
-            texts.extend(decoded)
-            owners.append((index, len(decoded)))
+            texts.extend(outcome)
+            owners.append((index, len(outcome)))
         if texts:
             embeddings = self.embedder.embed(texts)
-            start = 0
-            for index, count in owners:
-                rows = embeddings[start : start + count]
+            rows, start = [], 0
+            for _, count in owners:
+                rows.append(np.ascontiguousarray(embeddings[start : start + count]))
                 start += count
-                try:
-                    if self.sidecars.has("post"):
-                        rows = self.sidecars.run("post", np.ascontiguousarray(rows))
-                except StepError as error:
-                    responses[index] = _error(error)
+            for (index, _), outcome in zip(owners, self.sidecars.run_each("post", rows), strict=True):
+                if isinstance(outcome, StepError):
+                    responses[index] = _error(outcome)
                     continue
                 responses[index] = pb_utils.InferenceResponse(
-                    [pb_utils.Tensor(OUTPUT_NAME, np.ascontiguousarray(rows, dtype=np.float32))]
+                    [pb_utils.Tensor(OUTPUT_NAME, np.ascontiguousarray(outcome, dtype=np.float32))]
                 )
         return responses
 
