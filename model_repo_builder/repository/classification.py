@@ -9,7 +9,6 @@ saved, or its default, sigmoid.
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ from model_repo_builder.errors import UnsupportedModelError
 from model_repo_builder.models.source import ResolvedModel, load_tokenizer
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.embedding import BuiltModel
+from model_repo_builder.repository.writer import lay_out_model
 from model_repo_builder.spec import BuildSpec
-from model_repo_builder.templates import copy_templates
 from model_repo_builder.templates.common.trb_runtime import default_max_text_bytes
 
 LOGGER = logging.getLogger(__name__)
@@ -130,15 +129,8 @@ def build_classifier(
         report = verify_scores(spec.precision, reference, candidate, ranking=task.pairs)
 
         model_dir = staging / name
-        version_dir = model_dir / "1"
-        version_dir.mkdir(parents=True)
-        shutil.copy2(served_model, version_dir / "model.onnx")
-        shutil.copy2(tokenizer_file, version_dir / "tokenizer.json")
-        copy_templates("classification", TEMPLATE_FILES, version_dir)
-    (model_dir / "warmup").mkdir()
-    (model_dir / "warmup" / model_config.WARMUP_FILE).write_bytes(
-        model_config.serialize_bytes_element(WARMUP_TEXT)
-    )
+        files = {"model.onnx": served_model, "tokenizer.json": tokenizer_file}
+        lay_out_model(model_dir, files, "classification", TEMPLATE_FILES, WARMUP_TEXT)
     config = model_configuration(spec, name, task, len(labels), parameters)
     (model_dir / "config.pbtxt").write_text(model_config.render(config), encoding="utf-8")
     return BuiltModel(

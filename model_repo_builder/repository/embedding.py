@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,8 @@ from model_repo_builder.errors import UnsupportedModelError
 from model_repo_builder.models.registry import INT8_KEEP_FP32
 from model_repo_builder.models.source import ResolvedModel, load_tokenizer
 from model_repo_builder.repository import config as model_config
+from model_repo_builder.repository.writer import lay_out_model
 from model_repo_builder.spec import BuildSpec
-from model_repo_builder.templates import copy_templates
 from model_repo_builder.templates.common.trb_runtime import default_max_text_bytes
 
 LOGGER = logging.getLogger(__name__)
@@ -162,15 +161,8 @@ def build_embedding(spec: BuildSpec, source: ResolvedModel, name: str, staging: 
         dimension = int(candidate[2].shape[1])
 
         model_dir = staging / name
-        version_dir = model_dir / "1"
-        version_dir.mkdir(parents=True)
-        shutil.copy2(served_model, version_dir / "model.onnx")
-        shutil.copy2(tokenizer_file, version_dir / "tokenizer.json")
-        copy_templates("embedding", TEMPLATE_FILES, version_dir)
-    (model_dir / "warmup").mkdir()
-    (model_dir / "warmup" / model_config.WARMUP_FILE).write_bytes(
-        model_config.serialize_bytes_element(WARMUP_SENTENCE)
-    )
+        files = {"model.onnx": served_model, "tokenizer.json": tokenizer_file}
+        lay_out_model(model_dir, files, "embedding", TEMPLATE_FILES, WARMUP_SENTENCE)
     config_text = model_config.render(model_configuration(spec, name, dimension, parameters))
     (model_dir / "config.pbtxt").write_text(config_text, encoding="utf-8")
     return BuiltModel(

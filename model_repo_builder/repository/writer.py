@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from model_repo_builder.repository import config as model_config
+
 LOGGER = logging.getLogger(__name__)
 
 
@@ -57,3 +59,21 @@ def file_hashes(root: Path, exclude: tuple[str, ...] = ()) -> dict[str, str]:
                 digest.update(chunk)
         hashes[relative] = digest.hexdigest()
     return hashes
+
+
+def lay_out_model(
+    model_dir: Path, files: dict[str, Path], kind: str, templates: tuple[str, ...], warmup_text: str
+) -> Path:
+    """Write a model's version directory (`files` by target name, the templates) and warmup; return it."""
+    from model_repo_builder.templates import copy_templates
+
+    version_dir = model_dir / "1"
+    version_dir.mkdir(parents=True)
+    for target, source in files.items():
+        shutil.copy2(source, version_dir / target)
+    copy_templates(kind, templates, version_dir)
+    (model_dir / "warmup").mkdir()
+    (model_dir / "warmup" / model_config.WARMUP_FILE).write_bytes(
+        model_config.serialize_bytes_element(warmup_text)
+    )
+    return version_dir
