@@ -40,7 +40,8 @@ def build(spec: BuildSpec, model_dir: Path | None = None) -> BuildResult:
     source = resolve_source(spec.source, model_dir, task=spec.task)
     task = get_task(source.task)
     check_weights(source.path, spec.allow_pickle)
-    load_tokenizer(source.path)  # fails here, before anything is written, when tokenizer files are missing
+    if task.needs_tokenizer:
+        load_tokenizer(source.path)  # fails here, before anything is written, without tokenizer files
     name = spec.name or source.default_name
     validate_model_name(name)
     candidates = spec.int8_candidates()

@@ -128,6 +128,7 @@ class BuildSpec:
         """Every option as plain data, for the manifest; `output` is left out (it is where, not what)."""
         data = dataclasses.asdict(self)
         data.pop("output")
+        data["pre"], data["post"] = list(self.pre), list(self.post)  # YAML has lists, not tuples
         return data
 
     @classmethod

@@ -100,6 +100,7 @@ class Task:
     main_output: ClassVar[str]
     generates: ClassVar[bool] = False  # text generation: the sweep counts tokens per request
     not_yet: ClassVar[str | None] = None  # why this version recognises the task but cannot build it
+    needs_tokenizer: ClassVar[bool] = True  # the build checks the tokenizer before writing anything
     pre_steps: ClassVar[bool] = False  # takes `--pre` steps (texts → texts) before the model
     post_step_kind: ClassVar[str | None] = None  # what `--post` steps take and return: text, vectors
 

@@ -36,6 +36,7 @@ class ToyTask(Task):
     inputs = (TensorIO(name="WORDS", data_type="TYPE_STRING"),)
     outputs = (TensorIO(name="LENGTH", data_type="TYPE_INT32"),)
     main_output = "LENGTH"
+    needs_tokenizer = False
 
     def detect(self, facts: ModelFacts) -> bool:
         return facts.model_type == "toy"
