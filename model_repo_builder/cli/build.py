@@ -64,7 +64,7 @@ from model_repo_builder.spec import BATCHING_MODES, DEFAULT_BATCHING, DEVICE_KIN
     "--task",
     default=None,
     help="Serve the model as this task (feature-extraction, text-classification, text-ranking, "
-    "text2text-generation); default: the task its config.json names. An error lists what fits.",
+    "token-classification, text2text-generation); default: the task its config.json names.",
 )
 @click.option(
     "--int8-scheme",

@@ -3,7 +3,14 @@
 Built-in tasks register through the same `register()` a plugin would call (see `tasks/base.py`).
 """
 
-from model_repo_builder.tasks import classification, embedding, not_yet, ranking, seq2seq  # noqa: F401
+from model_repo_builder.tasks import (  # noqa: F401  (each registers its task)
+    classification,
+    embedding,
+    not_yet,
+    ranking,
+    seq2seq,
+    token_classification,
+)
 from model_repo_builder.tasks.base import (
     ModelFacts,
     Task,

@@ -171,6 +171,11 @@ def test_a_sequence_classifier_is_never_built_as_an_embedding_model(tmp_path):
     assert resolve_source(str(model_dir(tmp_path, classifier_config(3)))).task == "text-classification"
 
 
+def test_a_token_classifier_is_detected_from_its_head(tmp_path):
+    config = {"model_type": "distilbert", "architectures": ["DistilBertForTokenClassification"]}
+    assert resolve_source(str(model_dir(tmp_path, config))).task == "token-classification"
+
+
 def test_a_one_label_sequence_classifier_is_a_reranker(tmp_path):
     assert resolve_source(str(model_dir(tmp_path, classifier_config(1)))).task == "text-ranking"
 
@@ -200,7 +205,8 @@ def test_task_forces_an_embedding_build_of_a_classifier_only_when_said(tmp_path)
         (classifier_config(1), "text-classification", "at least 2 labels"),
         (classifier_config(4), "text-ranking", "exactly 1 label"),
         (FLAN_T5_SMALL_CONFIG, FEATURE_EXTRACTION, "needs an encoder"),
-        (classifier_config(2), "token-classification", "not yet supported"),
+        (classifier_config(2), "token-classification", "ForTokenClassification head"),
+        (classifier_config(2), "text2text-generation-bart", "not yet supported"),
     ],
 )
 def test_a_forced_task_the_model_does_not_fit_is_refused(tmp_path, config, task, reason):

@@ -1,0 +1,1 @@
+"""Served token classification (named entities): copied into repositories."""
