@@ -114,7 +114,7 @@ def test_flan_t5_alias_with_model_dir_keeps_the_hub_id(tmp_path):
             {"model_type": "bart", "architectures": ["BartForConditionalGeneration"]},
             "text2text-generation-bart",
         ),
-        ({"model_type": "bert", "architectures": ["BertForTokenClassification"]}, "token-classification"),
+        ({"model_type": "marian", "architectures": ["MarianMTModel"]}, "text2text-generation-bart"),
     ],
 )
 def test_a_recognised_task_without_a_builder_says_not_yet(tmp_path, config, task):
