@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 from model_repo_builder.errors import TrbError
 from model_repo_builder.runtime.cpu import cpu_info
@@ -40,6 +41,20 @@ def _libpython() -> str:
             f"(Debian/Ubuntu: apt-get install libpython{version})"
         )
     return f"libpython{version} found"
+
+
+def _stub_interpreter() -> str:
+    """The venv's Python must be the build whose libpython the python-backend stub embeds."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    system = Path(f"/usr/bin/python{version}")
+    base = Path(sys.base_prefix).resolve()
+    if base != Path("/usr") or not system.is_file():
+        raise TrbError(
+            f"this environment's Python comes from {base}, but the python-backend stub embeds the "
+            f"system libpython{version}: models that use multiprocessing (PyTriton sidecars) fail to load. "
+            "Fix: rm -rf .venv && bash scripts/install.sh (it builds the venv from the system Python)"
+        )
+    return f"venv made from {system} (the stub's libpython{version})"
 
 
 def _package(name: str) -> Callable[[], str]:
@@ -79,6 +94,7 @@ def _hub() -> str:
 _CHECKS: tuple[tuple[str, Callable[[], str], bool], ...] = (
     ("tritonserver (nvidia-pytriton wheel)", _tritonserver, True),
     ("python-backend libpython", _libpython, True),
+    ("venv Python = the stub's Python", _stub_interpreter, False),
     ("perf_analyzer (tritonclient[all])", _perf_analyzer, True),
     ("onnxruntime", _package("onnxruntime"), True),
     ("transformers", _package("transformers"), True),
