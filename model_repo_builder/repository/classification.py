@@ -52,7 +52,14 @@ def ranking_activation(saved: str | None) -> str:
     return activation
 
 
-def _max_length(source: ResolvedModel, tokenizer_limit: int, requested: int | None) -> int:
+def labels_of(config: dict[str, Any]) -> tuple[str, ...]:
+    """The head's labels in id order, from config.json's id2label."""
+    id2label = config.get("id2label") or {}
+    return tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label)))
+
+
+def window_length(source: ResolvedModel, tokenizer_limit: int, requested: int | None) -> int:
+    """Tokens the encoder reads: its position limit, the tokenizer's if smaller, `--max-length` if set."""
     limit = int(source.config.get("max_position_embeddings", 512))
     if 0 < tokenizer_limit <= _SANE_TOKENIZER_LIMIT:
         limit = min(limit, tokenizer_limit)
@@ -94,13 +101,12 @@ def build_classifier(
     tokenizer = load_tokenizer(source.path)
     if tokenizer.pad_token is None:
         raise UnsupportedModelError(f"the tokenizer of {source.path} has no padding token")
-    id2label = source.config.get("id2label") or {}
-    labels = tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label)))
+    labels = labels_of(source.config)
     if task.pairs:
         activation = ranking_activation(source.facts.cross_encoder_activation)
     else:
         activation = classification_activation(source.config)
-    max_length = _max_length(source, int(tokenizer.model_max_length), spec.max_length)
+    max_length = window_length(source, int(tokenizer.model_max_length), spec.max_length)
     settings = ClassifierSettings(
         activation=activation,
         labels=labels,

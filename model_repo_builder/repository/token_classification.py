@@ -17,6 +17,7 @@ import numpy as np
 from model_repo_builder.errors import UnsupportedModelError
 from model_repo_builder.models.source import ResolvedModel, load_tokenizer
 from model_repo_builder.repository import config as model_config
+from model_repo_builder.repository.classification import labels_of, window_length
 from model_repo_builder.repository.embedding import BuiltModel
 from model_repo_builder.repository.writer import lay_out_model
 from model_repo_builder.spec import BuildSpec
@@ -24,7 +25,6 @@ from model_repo_builder.templates.common.trb_runtime import default_max_text_byt
 
 TEMPLATE_FILES = ("model.py", "token_classifier.py")
 WARMUP_TEXT = "Warm-up request: Ada Lovelace wrote programs for Charles Babbage in London."
-_SANE_TOKENIZER_LIMIT = 100_000
 
 
 def reference_token_probabilities(
@@ -69,12 +69,8 @@ def build_token_classifier(
     tokenizer = load_tokenizer(source.path)
     if tokenizer.pad_token is None:
         raise UnsupportedModelError(f"the tokenizer of {source.path} has no padding token")
-    id2label = source.config.get("id2label") or {}
-    labels = tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label)))
-    limit = int(source.config.get("max_position_embeddings", 512))
-    if 0 < int(tokenizer.model_max_length) <= _SANE_TOKENIZER_LIMIT:
-        limit = min(limit, int(tokenizer.model_max_length))
-    max_length = min(spec.max_length or limit, limit)
+    labels = labels_of(source.config)
+    max_length = window_length(source, int(tokenizer.model_max_length), spec.max_length)
     settings = TokenClassifierSettings(
         labels=labels,
         max_length=max_length,

@@ -15,9 +15,21 @@ from dataclasses import dataclass
 import numpy as np
 
 if __package__:  # imported from the trb package (tests)
-    from ..common.trb_runtime import clip_text, encoder_feeds, onnx_session
+    from ..common.trb_runtime import (
+        clip_text,
+        encoder_feeds,
+        encoder_parameters,
+        encoder_runtime,
+        parse_encoder_parameters,
+    )
 else:  # copied next to trb_runtime.py in a repository
-    from trb_runtime import clip_text, encoder_feeds, onnx_session  # type: ignore[no-redef]
+    from trb_runtime import (  # type: ignore[no-redef]
+        clip_text,
+        encoder_feeds,
+        encoder_parameters,
+        encoder_runtime,
+        parse_encoder_parameters,
+    )
 
 ACTIVATIONS = ("softmax", "sigmoid", "identity")
 
@@ -58,13 +70,7 @@ class ClassifierSettings:
             "activation": self.activation,
             "labels": json.dumps(list(self.labels), ensure_ascii=False),
             "pairs": str(self.pairs).lower(),
-            "max_length": str(self.max_length),
-            "max_text_bytes": str(self.max_text_bytes or ""),
-            "pad_token": self.pad_token,
-            "pad_token_id": str(self.pad_token_id),
-            "intra_op_threads": str(self.intra_op_threads),
-            "allow_spinning": str(self.allow_spinning).lower(),
-            "providers": ",".join(self.providers),
+            **encoder_parameters(self),
         }
 
     @classmethod
@@ -73,18 +79,11 @@ class ClassifierSettings:
         activation = parameters.get("activation", "softmax")
         if activation not in ACTIVATIONS:
             raise ValueError(f"parameter 'activation' must be one of {ACTIVATIONS}, got {activation!r}")
-        labels = tuple(str(label) for label in json.loads(parameters.get("labels") or "[]"))
         return cls(
             activation=activation,
-            labels=labels,
+            labels=tuple(str(label) for label in json.loads(parameters.get("labels") or "[]")),
             pairs=parameters.get("pairs", "false").lower() == "true",
-            max_length=int(parameters.get("max_length", "512")),
-            max_text_bytes=int(parameters["max_text_bytes"]) if parameters.get("max_text_bytes") else None,
-            pad_token=parameters.get("pad_token", "[PAD]"),
-            pad_token_id=int(parameters.get("pad_token_id", "0")),
-            intra_op_threads=int(parameters.get("intra_op_threads", "1")),
-            allow_spinning=parameters.get("allow_spinning", "false").lower() == "true",
-            providers=tuple(p for p in parameters.get("providers", "CPUExecutionProvider").split(",") if p),
+            **parse_encoder_parameters(parameters, max_length=512),
         )
 
 
@@ -92,16 +91,8 @@ class SequenceClassifier:
     """Tokenize (pairs truncated longest-first, as transformers does), run the ONNX model, activate."""
 
     def __init__(self, onnx_path: str, tokenizer_path: str, settings: ClassifierSettings):
-        from tokenizers import Tokenizer
-
         self.settings = settings
-        self.tokenizer = Tokenizer.from_file(tokenizer_path)
-        self.tokenizer.enable_truncation(max_length=settings.max_length, strategy="longest_first")
-        self.tokenizer.enable_padding(pad_id=settings.pad_token_id, pad_token=settings.pad_token)
-        self.session = onnx_session(
-            onnx_path, settings.intra_op_threads, settings.allow_spinning, settings.providers
-        )
-        self._output_name = self.session.get_outputs()[0].name
+        self.tokenizer, self.session, self._output_name = encoder_runtime(onnx_path, tokenizer_path, settings)
 
     def logits(self, texts: Sequence[str], queries: Sequence[str] | None = None) -> np.ndarray:
         """Raw head outputs [batch, labels]; with `queries`, row i scores the pair (queries[i], texts[i])."""

@@ -219,3 +219,40 @@ class Sidecars:
                 ) from None
             data = [row.reshape(-1)[0].decode("utf-8") for row in result] if texts else result
         return data
+
+
+def encoder_parameters(settings: Any) -> dict[str, str]:
+    """The string parameters of the fields every encoder template's settings share."""
+    return {
+        "max_length": str(settings.max_length),
+        "max_text_bytes": str(settings.max_text_bytes or ""),
+        "pad_token": settings.pad_token,
+        "pad_token_id": str(settings.pad_token_id),
+        "intra_op_threads": str(settings.intra_op_threads),
+        "allow_spinning": str(settings.allow_spinning).lower(),
+        "providers": ",".join(settings.providers),
+    }
+
+
+def parse_encoder_parameters(parameters: dict[str, str], max_length: int) -> dict[str, Any]:
+    """Those shared fields back from Triton's string parameters (`max_length` when absent)."""
+    return {
+        "max_length": int(parameters.get("max_length", max_length)),
+        "max_text_bytes": int(parameters["max_text_bytes"]) if parameters.get("max_text_bytes") else None,
+        "pad_token": parameters.get("pad_token", "[PAD]"),
+        "pad_token_id": int(parameters.get("pad_token_id", "0")),
+        "intra_op_threads": int(parameters.get("intra_op_threads", "1")),
+        "allow_spinning": parameters.get("allow_spinning", "false").lower() == "true",
+        "providers": tuple(p for p in parameters.get("providers", "CPUExecutionProvider").split(",") if p),
+    }
+
+
+def encoder_runtime(onnx_path: str, tokenizer_path: str, settings: Any) -> tuple[Any, Any, str]:
+    """The truncating, padding tokenizer, the ONNX Runtime session and its first output's name."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(tokenizer_path)
+    tokenizer.enable_truncation(max_length=settings.max_length)  # pairs: longest first, as transformers
+    tokenizer.enable_padding(pad_id=settings.pad_token_id, pad_token=settings.pad_token)
+    session = onnx_session(onnx_path, settings.intra_op_threads, settings.allow_spinning, settings.providers)
+    return tokenizer, session, session.get_outputs()[0].name

@@ -13,14 +13,22 @@ from dataclasses import dataclass
 import numpy as np
 
 if __package__:  # imported from the trb package (tests)
-    from ..common.trb_runtime import InvalidTextError, clip_text, decode_texts, encoder_feeds, onnx_session
+    from ..common.trb_runtime import (
+        InvalidTextError,
+        clip_text,
+        decode_texts,
+        encoder_feeds,
+        encoder_runtime,
+        parse_encoder_parameters,
+    )
 else:  # copied next to trb_runtime.py in a repository
     from trb_runtime import (  # type: ignore[no-redef]
         InvalidTextError,
         clip_text,
         decode_texts,
         encoder_feeds,
-        onnx_session,
+        encoder_runtime,
+        parse_encoder_parameters,
     )
 
 __all__ = ["InvalidTextError", "decode_texts", "EmbedderSettings", "TextEmbedder", "pool"]
@@ -84,17 +92,10 @@ class EmbedderSettings:
         pooling = parameters.get("pooling", "mean")
         if pooling not in POOLING_MODES:
             raise ValueError(f"parameter 'pooling' must be one of {POOLING_MODES}, got {pooling!r}")
-        providers = tuple(p for p in parameters.get("providers", "CPUExecutionProvider").split(",") if p)
         return cls(
             pooling=pooling,
             normalize=parameters.get("normalize", "true").lower() == "true",
-            max_length=int(parameters.get("max_length", "256")),
-            max_text_bytes=int(parameters["max_text_bytes"]) if parameters.get("max_text_bytes") else None,
-            pad_token=parameters.get("pad_token", "[PAD]"),
-            pad_token_id=int(parameters.get("pad_token_id", "0")),
-            intra_op_threads=int(parameters.get("intra_op_threads", "1")),
-            allow_spinning=parameters.get("allow_spinning", "false").lower() == "true",
-            providers=providers,
+            **parse_encoder_parameters(parameters, max_length=256),
         )
 
 
@@ -102,16 +103,8 @@ class TextEmbedder:
     """Tokenize, run the ONNX encoder, pool: the whole served computation for one batch of texts."""
 
     def __init__(self, onnx_path: str, tokenizer_path: str, settings: EmbedderSettings):
-        from tokenizers import Tokenizer
-
         self.settings = settings
-        self.tokenizer = Tokenizer.from_file(tokenizer_path)
-        self.tokenizer.enable_truncation(max_length=settings.max_length)
-        self.tokenizer.enable_padding(pad_id=settings.pad_token_id, pad_token=settings.pad_token)
-        self.session = onnx_session(
-            onnx_path, settings.intra_op_threads, settings.allow_spinning, settings.providers
-        )
-        self._output_name = self.session.get_outputs()[0].name
+        self.tokenizer, self.session, self._output_name = encoder_runtime(onnx_path, tokenizer_path, settings)
 
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Return token embeddings [batch, seq, dim] and the attention mask [batch, seq]."""

@@ -16,9 +16,21 @@ from dataclasses import dataclass
 import numpy as np
 
 if __package__:  # imported from the trb package (tests)
-    from ..common.trb_runtime import clip_text, encoder_feeds, onnx_session
+    from ..common.trb_runtime import (
+        clip_text,
+        encoder_feeds,
+        encoder_parameters,
+        encoder_runtime,
+        parse_encoder_parameters,
+    )
 else:  # copied next to trb_runtime.py in a repository
-    from trb_runtime import clip_text, encoder_feeds, onnx_session  # type: ignore[no-redef]
+    from trb_runtime import (  # type: ignore[no-redef]
+        clip_text,
+        encoder_feeds,
+        encoder_parameters,
+        encoder_runtime,
+        parse_encoder_parameters,
+    )
 
 
 @dataclass(frozen=True)
@@ -50,13 +62,7 @@ class TokenClassifierSettings:
         return {
             "labels": json.dumps(list(self.labels), ensure_ascii=False),
             "ignore_labels": json.dumps(list(self.ignore_labels), ensure_ascii=False),
-            "max_length": str(self.max_length),
-            "max_text_bytes": str(self.max_text_bytes or ""),
-            "pad_token": self.pad_token,
-            "pad_token_id": str(self.pad_token_id),
-            "intra_op_threads": str(self.intra_op_threads),
-            "allow_spinning": str(self.allow_spinning).lower(),
-            "providers": ",".join(self.providers),
+            **encoder_parameters(self),
         }
 
     @classmethod
@@ -65,13 +71,7 @@ class TokenClassifierSettings:
         return cls(
             labels=tuple(json.loads(parameters.get("labels") or "[]")),
             ignore_labels=tuple(json.loads(parameters.get("ignore_labels") or '["O"]')),
-            max_length=int(parameters.get("max_length", "512")),
-            max_text_bytes=int(parameters["max_text_bytes"]) if parameters.get("max_text_bytes") else None,
-            pad_token=parameters.get("pad_token", "[PAD]"),
-            pad_token_id=int(parameters.get("pad_token_id", "0")),
-            intra_op_threads=int(parameters.get("intra_op_threads", "1")),
-            allow_spinning=parameters.get("allow_spinning", "false").lower() == "true",
-            providers=tuple(p for p in parameters.get("providers", "CPUExecutionProvider").split(",") if p),
+            **parse_encoder_parameters(parameters, max_length=512),
         )
 
 
@@ -124,16 +124,8 @@ class TokenClassifier:
     """Tokenize with offsets, run the ONNX model, aggregate entities per text."""
 
     def __init__(self, onnx_path: str, tokenizer_path: str, settings: TokenClassifierSettings):
-        from tokenizers import Tokenizer
-
         self.settings = settings
-        self.tokenizer = Tokenizer.from_file(tokenizer_path)
-        self.tokenizer.enable_truncation(max_length=settings.max_length)
-        self.tokenizer.enable_padding(pad_id=settings.pad_token_id, pad_token=settings.pad_token)
-        self.session = onnx_session(
-            onnx_path, settings.intra_op_threads, settings.allow_spinning, settings.providers
-        )
-        self._output_name = self.session.get_outputs()[0].name
+        self.tokenizer, self.session, self._output_name = encoder_runtime(onnx_path, tokenizer_path, settings)
 
     def token_probabilities(
         self, texts: Sequence[str]
