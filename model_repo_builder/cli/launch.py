@@ -66,6 +66,7 @@ def command(
     from model_repo_builder.errors import ToolNotFoundError
     from model_repo_builder.runtime.cpu import repository_cpu_warnings
     from model_repo_builder.runtime.server import TritonServer, repository_models
+    from model_repo_builder.runtime.status import state_file
     from model_repo_builder.runtime.supervisor import Supervisor
     from model_repo_builder.spec import LaunchSpec
 
@@ -105,7 +106,8 @@ def command(
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with server:
-            supervisor = Supervisor(server).start() if supervise else None
+            state = state_file(spec.http_port)
+            supervisor = Supervisor(server, state_path=state).start() if supervise else None
             click.echo(f"serving {', '.join(server.models)} from {repository}")
             click.echo(f"  HTTP     http://{server.http_url}/v2/models/{server.models[0]}/infer")
             click.echo(f"  gRPC     {server.grpc_url}")

@@ -24,6 +24,7 @@ from model_repo_builder.errors import TrbError
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.runtime.server import ADMIN_HEADER, TritonServer
 from model_repo_builder.runtime.sidecar import SidecarProcess
+from model_repo_builder.runtime.status import write_state
 
 LOGGER = logging.getLogger(__name__)
 
@@ -84,8 +85,16 @@ def live_stubs(server_pid: int) -> set[str]:
 class Supervisor:
     """Watches a `TritonServer`'s models in a background thread and reloads the broken ones."""
 
-    def __init__(self, server: TritonServer, interval_s: float = 1.0, max_backoff_s: float = 30.0):
+    def __init__(
+        self,
+        server: TritonServer,
+        interval_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        state_path: Path | None = None,
+    ):
         self.server = server
+        self.state_path = state_path  # where `trb status` reads restarts and sidecars
+        self._written: dict[str, object] | None = None
         self.interval_s = interval_s
         self.max_backoff_s = max_backoff_s
         self.states = {model: _ModelState() for model in server.models}
@@ -194,12 +203,31 @@ class Supervisor:
             if now >= self.states[model].not_before
         ]
 
+    def _write_state(self) -> None:
+        if self.state_path is None:
+            return
+        state: dict[str, object] = {
+            "pid": self.server.pid,
+            "metrics_url": self.server.metrics_url,
+            "models": list(self.server.models),
+            "restarts": self.restarts(),
+            "sidecars": [
+                {"step": sidecar.label, "url": sidecar.url, "alive": sidecar.is_alive()}
+                for sidecar in self.server.sidecars
+            ],
+        }
+        if state != self._written:
+            write_state(self.state_path, state)
+            self._written = state
+
     def _run(self) -> None:
+        self._write_state()
         while not self._stop.wait(self.interval_s):
             if not self.server.is_alive():
                 return
             try:
                 self.check_once()
+                self._write_state()
             except Exception:  # the watcher must outlive any one failed check
                 LOGGER.exception("supervisor check failed")
 
@@ -210,10 +238,12 @@ class Supervisor:
         return self
 
     def stop(self) -> None:
-        """Stop watching (returns once the current check is done)."""
+        """Stop watching (returns once the current check is done) and remove the state file."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=150)
+        if self.state_path is not None:
+            self.state_path.unlink(missing_ok=True)
 
     def status(self) -> dict[str, object]:
         """Restarts and the last recovery of each model, as plain data."""

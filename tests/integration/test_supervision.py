@@ -68,3 +68,44 @@ def test_a_killed_stub_is_reloaded_while_clients_keep_sending(fp32_repo) -> None
         assert recovered - killed_at < RECOVERY_BOUND_S
         assert max(failed, default=0) < 5.0  # failures are fast, not hangs
         assert live_stubs(server.pid) == {name}
+
+
+def test_trb_status_shows_models_and_the_supervisors_restarts(fp32_repo) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from model_repo_builder.cli import main
+    from model_repo_builder.runtime.status import state_file
+
+    with running_server(fp32_repo.repository) as server:
+        supervisor = Supervisor(server, interval_s=0.5, state_path=state_file(server.spec.http_port)).start()
+        try:
+            embed_texts(fp32_repo.name, ["counted once"], url=server.http_url)
+
+            def status() -> dict:
+                result = CliRunner().invoke(main, ["status", "--url", server.http_url, "--json"])
+                assert result.exit_code == 0, result.output
+                return json.loads(result.output)
+
+            before = status()
+            (model,) = before["models"]
+            assert (model["name"], model["ready"], model["instances"], model["restarts"]) == (
+                fp32_repo.name,
+                True,
+                1,
+                0,
+            )
+            assert model["successes"] >= 1 and model["pending"] == 0
+            assert before["launcher"]["pid"] == server.pid
+            (name,) = expected_stubs(server.spec.repository, fp32_repo.name)
+            os.kill(stub_processes(server.pid)[name], signal.SIGKILL)
+            deadline = time.monotonic() + RECOVERY_BOUND_S
+            restarts = 0
+            while restarts < 1 and time.monotonic() < deadline:  # polls the state file the supervisor writes
+                time.sleep(0.1)
+                restarts = next(m["restarts"] for m in status()["models"] if m["name"] == fp32_repo.name)
+            assert restarts == 1 == supervisor.restarts()[fp32_repo.name]
+        finally:
+            supervisor.stop()
+    assert not state_file(server.spec.http_port).exists()

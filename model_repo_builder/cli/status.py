@@ -1,0 +1,38 @@
+"""`trb status [--url U]`: models, versions, instances, readiness, queue depth, restarts, sidecars."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("status")
+@click.option("--url", default="127.0.0.1:8000", show_default=True, help="host:port of the server (HTTP).")
+@click.option("--metrics-url", help="Its Prometheus endpoint (default: the one `trb launch` recorded).")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def command(url: str, metrics_url: str | None, as_json: bool) -> None:
+    """Show what the server at URL serves and how it is doing."""
+    from model_repo_builder.runtime.status import server_status
+
+    models, state = server_status(url, metrics_url)
+    if as_json:
+        click.echo(json.dumps({"models": [m.__dict__ for m in models], "launcher": state}, default=list))
+        return
+    header = ("model", "versions", "inst", "ready", "queue", "ok", "failed", "restarts")
+    click.echo("{:32} {:9} {:>4} {:5} {:>5} {:>8} {:>7} {:>8}".format(*header))
+    for model in models:
+        queue = "?" if model.pending is None else str(model.pending)
+        ready = "yes" if model.ready else "NO"
+        click.echo(
+            f"{model.name:32} {','.join(model.versions):9} {model.instances:>4} {ready:5} "
+            f"{queue:>5} {model.successes:>8} {model.failures:>7} {model.restarts:>8}"
+        )
+    for sidecar in state.get("sidecars", []):
+        click.echo(
+            f"sidecar {sidecar['step']} at {sidecar['url']}: {'alive' if sidecar['alive'] else 'DOWN'}"
+        )
+    if not state:
+        click.echo(
+            "(no supervisor state for this port: restarts and sidecars are known to `trb launch` only)"
+        )

@@ -1,0 +1,127 @@
+"""`trb status`: what a running server serves — models, versions, instances, readiness, queue, restarts.
+
+Read from Triton's own unrestricted APIs (model readiness, config and statistics) and its metrics
+(`nv_inference_pending_request_count`), plus the state file the supervisor of `trb launch` keeps for
+that port (restarts and sidecars), which only the same user can read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model_repo_builder.errors import InferenceError
+from model_repo_builder.runtime.tools import cache_dir
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelStatus:
+    """One served model as `trb status` shows it."""
+
+    name: str
+    versions: tuple[str, ...]
+    instances: int
+    ready: bool
+    pending: int | None  # requests waiting in its queue (None: metrics not reachable)
+    successes: int
+    failures: int
+    restarts: int
+
+
+def state_file(http_port: int) -> Path:
+    """Where the supervisor of `trb launch --http-port PORT` keeps its state (one per port and user)."""
+    return cache_dir() / f"launch-{http_port}.json"
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Replace the state file atomically, readable by this user only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(f".{os.getpid()}.tmp")
+    descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump(state, handle)
+    os.replace(staging, path)
+
+
+def _pending_by_model(metrics_url: str) -> dict[str, int] | None:
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as response:
+            text = response.read().decode("utf-8", errors="replace")
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+    pending: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("nv_inference_pending_request_count{"):
+            labels, value = line.rsplit(" ", 1)
+            model = labels.split('model="', 1)[1].split('"', 1)[0]
+            pending[model] = pending.get(model, 0) + int(float(value))
+    return pending
+
+
+def server_status(url: str, metrics_url: str | None = None) -> tuple[list[ModelStatus], dict[str, Any]]:
+    """Every model the server at `url` (host:port, HTTP) has statistics for, and the launcher's state.
+
+    `metrics_url` defaults to the one the launcher recorded for that port.
+    """
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    port = int(url.rsplit(":", 1)[1])
+    state_path = state_file(port)
+    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
+    metrics_url = metrics_url or state.get("metrics_url")
+    client = httpclient.InferenceServerClient(url)
+    try:
+        statistics = client.get_inference_statistics()["model_stats"]
+        pending = _pending_by_model(metrics_url) if metrics_url else None
+        found: dict[str, dict[str, Any]] = {}
+        for entry in statistics:
+            model = found.setdefault(entry["name"], {"versions": [], "success": 0, "fail": 0})
+            model["versions"].append(entry["version"])
+            model["success"] += int(entry["inference_stats"]["success"]["count"])
+            model["fail"] += int(entry["inference_stats"]["fail"]["count"])
+        models = []
+        for name in sorted(set(found) | set(state.get("models", []))):
+            if name not in found:  # the launcher serves it, but it is not loaded right now (reloading)
+                models.append(
+                    ModelStatus(
+                        name=name,
+                        versions=(),
+                        instances=0,
+                        ready=False,
+                        pending=None,
+                        successes=0,
+                        failures=0,
+                        restarts=int(state.get("restarts", {}).get(name, 0)),
+                    )
+                )
+                continue
+            seen = found[name]
+            config = client.get_model_config(name)
+            instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+            models.append(
+                ModelStatus(
+                    name=name,
+                    versions=tuple(sorted(seen["versions"])),
+                    instances=instances,
+                    ready=bool(client.is_model_ready(name)),
+                    pending=None if pending is None else pending.get(name, 0),
+                    successes=seen["success"],
+                    failures=seen["fail"],
+                    restarts=int(state.get("restarts", {}).get(name, 0)),
+                )
+            )
+    except InferenceServerException as error:
+        raise InferenceError(f"the server at {url}: {error.message()}") from None
+    except (ConnectionError, OSError) as error:
+        raise InferenceError(
+            f"cannot reach a Triton server at {url} ({error}); is `trb launch` running?"
+        ) from None
+    finally:
+        client.close()
+    return models, state
