@@ -66,6 +66,34 @@ def window_length(source: ResolvedModel, tokenizer_limit: int, requested: int | 
     return min(requested or limit, limit)
 
 
+def head_model_inputs(spec: BuildSpec, source: ResolvedModel) -> tuple[Any, dict[str, Any]]:
+    """The padded tokenizer and the settings every encoder-with-head template shares (window, cap...)."""
+    tokenizer = load_tokenizer(source.path)
+    if tokenizer.pad_token is None:
+        raise UnsupportedModelError(f"the tokenizer of {source.path} has no padding token")
+    max_length = window_length(source, int(tokenizer.model_max_length), spec.max_length)
+    return tokenizer, {
+        "max_length": max_length,
+        "max_text_bytes": spec.max_text_bytes or default_max_text_bytes(max_length),
+        "pad_token": tokenizer.pad_token,
+        "pad_token_id": int(tokenizer.pad_token_id),
+        "intra_op_threads": spec.resolved_threads_per_instance(),
+    }
+
+
+def export_with_head(
+    spec: BuildSpec, source: ResolvedModel, tokenizer: Any, optimum_task: str, scratch: Path
+) -> tuple[Path, Path]:
+    """The encoder with its head in `spec.precision`, and the tokenizer.json the template loads."""
+    from model_repo_builder.export.onnx_export import export_encoder
+    from model_repo_builder.export.quantize import apply_precision
+
+    fp32_model = export_encoder(source.path, scratch / "onnx", task=optimum_task)
+    served_model = apply_precision(fp32_model, spec.precision, scratch, int8_scheme=spec.int8())
+    tokenizer.save_pretrained(str(scratch / "tokenizer"))
+    return served_model, scratch / "tokenizer" / "tokenizer.json"
+
+
 def model_configuration(
     spec: BuildSpec, name: str, task: Any, num_labels: int, parameters: dict[str, str]
 ) -> dict[str, Any]:
@@ -91,39 +119,24 @@ def build_classifier(
 ) -> BuiltModel:
     """Export, convert, verify and lay out a classifier or reranker (`task.pairs`) under `staging/name`."""
     from model_repo_builder.export.classifier_verify import reference_scores, sample_inputs, verify_scores
-    from model_repo_builder.export.onnx_export import export_encoder
-    from model_repo_builder.export.quantize import apply_precision
     from model_repo_builder.templates.classification.sequence_classifier import (
         ClassifierSettings,
         SequenceClassifier,
     )
 
-    tokenizer = load_tokenizer(source.path)
-    if tokenizer.pad_token is None:
-        raise UnsupportedModelError(f"the tokenizer of {source.path} has no padding token")
+    tokenizer, shared = head_model_inputs(spec, source)
     labels = labels_of(source.config)
     if task.pairs:
         activation = ranking_activation(source.facts.cross_encoder_activation)
     else:
         activation = classification_activation(source.config)
-    max_length = window_length(source, int(tokenizer.model_max_length), spec.max_length)
-    settings = ClassifierSettings(
-        activation=activation,
-        labels=labels,
-        pairs=task.pairs,
-        max_length=max_length,
-        max_text_bytes=spec.max_text_bytes or default_max_text_bytes(max_length),
-        pad_token=tokenizer.pad_token,
-        pad_token_id=int(tokenizer.pad_token_id),
-        intra_op_threads=spec.resolved_threads_per_instance(),
-    )
+    settings = ClassifierSettings(activation=activation, labels=labels, pairs=task.pairs, **shared)
     parameters = {**settings.to_parameters(), "precision": spec.precision}
     with tempfile.TemporaryDirectory(prefix="trb-export-") as scratch_name:
         scratch = Path(scratch_name)
-        fp32_model = export_encoder(source.path, scratch / "onnx", task="text-classification")
-        served_model = apply_precision(fp32_model, spec.precision, scratch, int8_scheme=spec.int8())
-        tokenizer.save_pretrained(str(scratch / "tokenizer"))
-        tokenizer_file = scratch / "tokenizer" / "tokenizer.json"
+        served_model, tokenizer_file = export_with_head(
+            spec, source, tokenizer, "text-classification", scratch
+        )
 
         texts, queries = sample_inputs(task.pairs)
         candidate = SequenceClassifier(str(served_model), str(tokenizer_file), settings).scores(

@@ -17,11 +17,10 @@ import numpy as np
 from model_repo_builder.errors import UnsupportedModelError
 from model_repo_builder.models.source import ResolvedModel, load_tokenizer
 from model_repo_builder.repository import config as model_config
-from model_repo_builder.repository.classification import labels_of, window_length
+from model_repo_builder.repository.classification import export_with_head, head_model_inputs, labels_of
 from model_repo_builder.repository.embedding import BuiltModel
 from model_repo_builder.repository.writer import lay_out_model
 from model_repo_builder.spec import BuildSpec
-from model_repo_builder.templates.common.trb_runtime import default_max_text_bytes
 
 TEMPLATE_FILES = ("model.py", "token_classifier.py")
 WARMUP_TEXT = "Warm-up request: Ada Lovelace wrote programs for Charles Babbage in London."
@@ -58,33 +57,21 @@ def build_token_classifier(
 ) -> BuiltModel:
     """Export, convert, verify and lay out a token classifier under `staging/name`."""
     from model_repo_builder.export.classifier_verify import verify_scores
-    from model_repo_builder.export.onnx_export import export_encoder
-    from model_repo_builder.export.quantize import apply_precision
     from model_repo_builder.export.verify import SAMPLE_TEXTS
     from model_repo_builder.templates.token_classification.token_classifier import (
         TokenClassifier,
         TokenClassifierSettings,
     )
 
-    tokenizer = load_tokenizer(source.path)
-    if tokenizer.pad_token is None:
-        raise UnsupportedModelError(f"the tokenizer of {source.path} has no padding token")
+    tokenizer, shared = head_model_inputs(spec, source)
     labels = labels_of(source.config)
-    max_length = window_length(source, int(tokenizer.model_max_length), spec.max_length)
-    settings = TokenClassifierSettings(
-        labels=labels,
-        max_length=max_length,
-        max_text_bytes=spec.max_text_bytes or default_max_text_bytes(max_length),
-        pad_token=tokenizer.pad_token,
-        pad_token_id=int(tokenizer.pad_token_id),
-        intra_op_threads=spec.resolved_threads_per_instance(),
-    )
+    settings = TokenClassifierSettings(labels=labels, **shared)
+    max_length = settings.max_length
     with tempfile.TemporaryDirectory(prefix="trb-export-") as scratch_name:
         scratch = Path(scratch_name)
-        fp32_model = export_encoder(source.path, scratch / "onnx", task="token-classification")
-        served_model = apply_precision(fp32_model, spec.precision, scratch, int8_scheme=spec.int8())
-        tokenizer.save_pretrained(str(scratch / "tokenizer"))
-        tokenizer_file = scratch / "tokenizer" / "tokenizer.json"
+        served_model, tokenizer_file = export_with_head(
+            spec, source, tokenizer, "token-classification", scratch
+        )
 
         served, _ = TokenClassifier(str(served_model), str(tokenizer_file), settings).token_probabilities(
             SAMPLE_TEXTS

@@ -124,6 +124,16 @@ class Task:
         """The "Call" section of a built repository's README."""
         raise NotImplementedError
 
+    @staticmethod
+    def call_fields(name: str, options: dict[str, Any], repo_dir: str) -> dict[str, Any]:
+        """What every task's call section names: the model, where it is, its batch and queue limits."""
+        return {
+            "name": name,
+            "repo_dir": repo_dir,
+            "max_batch_size": options["max_batch_size"],
+            "max_queue_size": options["max_queue_size"],
+        }
+
     def format_result(self, texts: Sequence[str], outputs: dict[str, np.ndarray]) -> list[str]:
         """Lines `trb infer` prints for one answered request."""
         raise NotImplementedError

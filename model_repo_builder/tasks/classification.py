@@ -86,10 +86,7 @@ class TextClassification(SequenceClassificationTask):
     def readme_call(self, name: str, options: dict[str, Any], model: dict[str, Any], repo_dir: str) -> str:
         """How to call a classification repository."""
         return _CALL.format(
-            name=name,
-            repo_dir=repo_dir,
-            max_batch_size=options["max_batch_size"],
-            max_queue_size=options["max_queue_size"],
+            **self.call_fields(name, options, repo_dir),
             num_labels=len(model["labels"]),
             labels=", ".join(f"`{label}`" for label in model["labels"]),
             activation=model["activation"],

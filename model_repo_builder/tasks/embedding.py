@@ -65,10 +65,7 @@ class FeatureExtraction(Task):
     def readme_call(self, name: str, options: dict[str, Any], model: dict[str, Any], repo_dir: str) -> str:
         """How to call an embedding repository."""
         return _CALL.format(
-            name=name,
-            repo_dir=repo_dir,
-            max_batch_size=options["max_batch_size"],
-            max_queue_size=options["max_queue_size"],
+            **self.call_fields(name, options, repo_dir),
             dimension=model["dimension"],
             normalized=", L2-normalized" if model["normalize"] else "",
             max_length=model["max_length"],

@@ -92,9 +92,7 @@ class Text2TextGeneration(Task):
     def readme_call(self, name: str, options: dict[str, Any], model: dict[str, Any], repo_dir: str) -> str:
         """How to call a generation repository and its streaming variant."""
         return _CALL.format(
-            name=name,
-            max_batch_size=options["max_batch_size"],
-            max_queue_size=options["max_queue_size"],
+            **self.call_fields(name, options, repo_dir),
             max_input_tokens=model["max_input_tokens"],
             default_max_new_tokens=model["default_max_new_tokens"],
             max_new_tokens_limit=model["max_new_tokens_limit"],

@@ -95,10 +95,7 @@ class TokenClassification(Task):
     def readme_call(self, name: str, options: dict[str, Any], model: dict[str, Any], repo_dir: str) -> str:
         """How to call a token-classification repository."""
         return _CALL.format(
-            name=name,
-            repo_dir=repo_dir,
-            max_batch_size=options["max_batch_size"],
-            max_queue_size=options["max_queue_size"],
+            **self.call_fields(name, options, repo_dir),
             labels=", ".join(f"`{label}`" for label in model["labels"]),
             max_length=model["max_length"],
         )
