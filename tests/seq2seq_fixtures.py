@@ -1,4 +1,4 @@
-"""T5 models with random weights and a locally trained tokenizer, for the seq2seq tests (no Hub).
+"""T5 and BART-family models with random weights and a local tokenizer, for the seq2seq tests (no Hub).
 
 Each model is written once per test session under pytest's base temporary directory, so modules that
 import these fixtures share the same files even though pytest registers the fixtures per module.
@@ -22,7 +22,7 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from transformers import AutoTokenizer, T5ForConditionalGeneration
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from model_repo_builder.build import BuildResult, build
 from model_repo_builder.runtime.server import TritonServer
@@ -98,11 +98,12 @@ def torch_threads(count: int = 1) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def make_tokenizer() -> Any:
+def make_tokenizer(bos: bool = False) -> Any:
     """A Unigram tokenizer over the words of SENTENCES plus ASCII characters, wrapped like T5's.
 
     The vocabulary is listed, not trained (the Unigram trainer numbers pieces differently from run to
-    run): pad 0, eos 1, unk 2, then whole words, then single characters. </s> is appended as T5 does.
+    run): pad 0, eos 1, unk 2, then whole words, then single characters. </s> is appended as T5 does;
+    with `bos`, <s> (the last id) is also prepended, as BART's tokenizer does.
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -113,18 +114,24 @@ def make_tokenizer() -> Any:
     vocab += [(f"\u2581{word}", -3.0) for word in words]
     vocab += [(word, -4.0) for word in words]
     vocab += [(character, -6.0) for character in characters]
+    special = [("</s>", 1)]
+    if bos:
+        vocab.append(("<s>", 0.0))
+        special.append(("<s>", len(vocab) - 1))
     tokenizer = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
     tokenizer.normalizer = normalizers.NFKC()
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
+    first = "<s> " if bos else ""
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+        single=f"{first}$A </s>", pair=f"{first}$A </s> $B </s>", special_tokens=special
     )
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         pad_token="<pad>",
         eos_token="</s>",
         unk_token="<unk>",
+        **({"bos_token": "<s>"} if bos else {}),
         model_max_length=512,
         model_input_names=["input_ids", "attention_mask"],
     )
@@ -156,6 +163,97 @@ def write_t5(directory: Path, architecture: dict[str, int], seed: int = 0, decod
             model.lm_head.weight[len(tokenizer) :] = 0.0
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
+    return directory
+
+
+# BART-family architectures at the size of TINY_T5, with a position table shorter than the tokenizer's
+# 512-token limit (the build must cap prompts and generations at it).
+BART_FAMILY_SIZE = {
+    "vocab_size": 1024,
+    "d_model": 32,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "encoder_attention_heads": 2,
+    "decoder_attention_heads": 2,
+    "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64,
+    "max_position_embeddings": 128,
+}
+
+
+def bart_family_rules(model_type: str, tokenizer: Any) -> dict[str, Any]:
+    """The token ids and generation rules of real checkpoints of each family, on the local tokenizer.
+
+    BART (facebook/bart-large-cnn): decoding starts at EOS, BOS and EOS are forced, trigrams never
+    repeat, a minimum length, and beam-search defaults the served model does not take. Marian
+    (Helsinki-NLP/opus-mt-*): decoding starts at the padding token, which is then never generated.
+    mBART: decoding starts at EOS, EOS is forced.
+    """
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    if model_type == "bart":
+        return {
+            "bos_token_id": tokenizer.bos_token_id,
+            "decoder_start_token_id": eos,
+            "forced_bos_token_id": tokenizer.bos_token_id,
+            "forced_eos_token_id": eos,
+            "no_repeat_ngram_size": 3,
+            "min_length": 5,
+            "num_beams": 4,
+            "length_penalty": 2.0,
+        }
+    if model_type == "marian":
+        return {"decoder_start_token_id": pad, "bad_words_ids": [[pad]], "forced_eos_token_id": eos}
+    return {"decoder_start_token_id": eos, "forced_eos_token_id": eos}
+
+
+def write_bart_family(directory: Path, model_type: str, seed: int = 0) -> Path:
+    """Save a randomly initialised BART, Marian or mBART with its family's generation config.
+
+    Logits of ids the tokenizer does not know get a large negative bias, so greedy decoding picks
+    known tokens and the generated text is not empty (shapes and cost unchanged).
+    """
+    import torch
+    from transformers import (
+        BartConfig,
+        BartForConditionalGeneration,
+        GenerationConfig,
+        MarianConfig,
+        MarianMTModel,
+        MBartConfig,
+        MBartForConditionalGeneration,
+    )
+
+    classes = {
+        "bart": (BartConfig, BartForConditionalGeneration),
+        "marian": (MarianConfig, MarianMTModel),
+        "mbart": (MBartConfig, MBartForConditionalGeneration),
+    }
+    config_class, model_class = classes[model_type]
+    tokenizer = make_tokenizer(bos=model_type == "bart")
+    rules = bart_family_rules(model_type, tokenizer)
+    config = config_class(
+        **BART_FAMILY_SIZE,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=rules["decoder_start_token_id"],
+    )
+    torch.manual_seed(seed)
+    model = model_class(config).eval()
+    with torch.no_grad():
+        model.final_logits_bias[:, len(tokenizer) :] = -1e4
+    model.generation_config = GenerationConfig(
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **rules
+    )
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def session_bart_family(factory: pytest.TempPathFactory, model_type: str) -> Path:
+    """The random `model_type` model, written once per session."""
+    directory = factory.getbasetemp() / f"{model_type}-tiny"
+    if not (directory / "model.safetensors").is_file():
+        write_bart_family(directory, model_type)
     return directory
 
 
@@ -202,17 +300,24 @@ CLIENTS = {"http": httpclient, "grpc": grpcclient}
 
 
 class Reference:
-    """transformers' greedy `generate` on the source model, one prompt at a time."""
+    """transformers' `generate` on the source model (its own generation config), one prompt at a time."""
 
     def __init__(self, model_dir: Path):
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = T5ForConditionalGeneration.from_pretrained(str(model_dir)).eval()
+        self.model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir)).eval()
 
     def ids(self, prompt: str, max_new_tokens: int, num_beams: int = 1) -> list[int]:
         batch = self.tokenizer(prompt, return_tensors="pt")
         with torch.inference_mode(), torch_threads(1):
+            # The served beam search ranks as length_penalty 1 and early_stopping False do, whatever the
+            # checkpoint's generation config prefers; its token rules apply either way.
             output = self.model.generate(
-                **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=num_beams,
+                length_penalty=1.0,
+                early_stopping=False,
             )
         return output[0, 1:].tolist()
 

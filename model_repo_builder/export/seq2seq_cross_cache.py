@@ -9,7 +9,8 @@ batch, because on CPU a decoder call at small batch is bound by reading the weig
 
 The new graph takes `encoder_hidden_states` [batch, encoder_length, d_model] and returns
 `past_key_values.<layer>.encoder.{key,value}` [batch, heads, encoder_length, head_dim], named as the
-decoder-with-past's inputs. It reuses the decoder's own projection weights and reshapes.
+decoder-with-past's inputs. It reuses the decoder's own projection weights (and biases, which BART's
+projections have and T5's do not) and reshapes.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def write_cross_cache_model(decoder_path: Path, output_path: Path) -> int:
 
     nodes, weights, outputs = [], [], []
     for output, match in cross_outputs:
-        weight = _projection_weight(output.name, producers, initializers, decoder_path)
+        weight, bias = _projection(output.name, producers, initializers, decoder_path)
         dims = [dim.dim_value for dim in output.type.tensor_type.shape.dim]
         if len(dims) != 4 or not dims[1] or not dims[3]:
             raise ExportError(f"{decoder_path}: {output.name} is not [batch, heads, length, head_dim]")
@@ -52,9 +53,14 @@ def write_cross_cache_model(decoder_path: Path, output_path: Path) -> int:
         served = f"past_key_values.{layer}.encoder.{kind}"  # the decoder-with-past input it feeds
         stem = f"cross_{layer}_{kind}"
         weights.append(weight)
+        nodes.append(helper.make_node("MatMul", [HIDDEN_INPUT, weight.name], [f"{stem}_projected"]))
+        if bias is not None:
+            bias_copy = numpy_helper.from_array(numpy_helper.to_array(bias), f"{stem}_bias")
+            weights.append(bias_copy)
+            nodes.append(helper.make_node("Add", [f"{stem}_projected", bias_copy.name], [f"{stem}_biased"]))
+        projected = f"{stem}_biased" if bias is not None else f"{stem}_projected"
         nodes += [
-            helper.make_node("MatMul", [HIDDEN_INPUT, weight.name], [f"{stem}_projected"]),
-            helper.make_node("Reshape", [f"{stem}_projected", "heads_shape"], [f"{stem}_split"]),
+            helper.make_node("Reshape", [projected, "heads_shape"], [f"{stem}_split"]),
             helper.make_node("Transpose", [f"{stem}_split"], [served], perm=[0, 2, 1, 3]),
         ]
         outputs.append(
@@ -75,23 +81,45 @@ def write_cross_cache_model(decoder_path: Path, output_path: Path) -> int:
     return len(outputs)
 
 
-def _projection_weight(
+def _projection(
     output: str, producers: dict[str, Any], initializers: dict[str, Any], decoder_path: Path
-) -> Any:
-    """The weight of the MatMul that projects the encoder states into `output` (then Reshape, Transpose)."""
+) -> tuple[Any, Any | None]:
+    """Weight and bias (None without one) projecting the encoder states into `output`.
+
+    The chain is Transpose(Reshape(MatMul(states, weight))) or, with a bias, Transpose(Reshape(
+    Add(MatMul(states, weight), bias))); the exporter may route a bias through an Identity when two
+    layers' biases hold equal values.
+    """
     chain: list[str] = []
+    bias = None
     name = output
-    while name in producers and len(chain) < 4:
+    while name in producers and len(chain) < 5:
         node = producers[name]
         chain.append(node.op_type)
+        if node.op_type == "Add" and chain == ["Transpose", "Reshape", "Add"]:
+            operands = [_constant(item, producers, initializers) for item in node.input]
+            constant = [index for index, value in enumerate(operands) if value is not None]
+            if len(constant) != 1:
+                break
+            bias = operands[constant[0]]
+            name = node.input[1 - constant[0]]
+            continue
         if node.op_type == "MatMul":
             projects = node.input[0] == HIDDEN_INPUT and node.input[1] in initializers
-            if projects and chain == ["Transpose", "Reshape", "MatMul"]:
-                return initializers[node.input[1]]
+            expected = ["Transpose", "Reshape", *(["Add"] if bias is not None else []), "MatMul"]
+            if projects and chain == expected:
+                return initializers[node.input[1]], bias
             break
         name = node.input[0]
     raise ExportError(
-        f"{decoder_path}: {output} is not computed as Transpose(Reshape(MatMul({HIDDEN_INPUT}, weight))) "
-        f"(found {' ← '.join(chain) or 'nothing'}); this decoder cannot be served with "
+        f"{decoder_path}: {output} is not computed as Transpose(Reshape(MatMul({HIDDEN_INPUT}, weight) "
+        f"[+ bias])) (found {' ← '.join(chain) or 'nothing'}); this decoder cannot be served with "
         "--batching continuous, build with --batching request"
     )
+
+
+def _constant(name: str, producers: dict[str, Any], initializers: dict[str, Any]) -> Any | None:
+    """The initializer `name` is, directly or through Identity nodes; None for a computed tensor."""
+    while name not in initializers and name in producers and producers[name].op_type == "Identity":
+        name = producers[name].input[0]
+    return initializers.get(name)

@@ -1,10 +1,11 @@
-"""Export an encoder-decoder (T5 family) to four ONNX files and convert them to the served precision.
+"""Export an encoder-decoder (T5, BART family) to four ONNX files and convert them to the served precision.
 
 optimum's exporter (task `text2text-generation-with-past`, no post-processing) writes the encoder, the
 decoder without past (first step; it also returns the cross-attention keys/values) and the decoder
 with past (every later step). For continuous batching the decoder with past gets a self-attention
-mask input (export/seq2seq_mask.py) and the cross-attention projections of the first-step decoder
-become a model of their own (export/seq2seq_cross_cache.py). The decoders are kept as two files
+mask input (export/seq2seq_mask.py) and, where it embeds absolute positions (BART family), a
+position input (export/seq2seq_positions.py); the cross-attention projections of the first-step
+decoder become a model of their own (export/seq2seq_cross_cache.py). The decoders are kept as two files
 rather than merged into one graph with an `If` node: the serving loop calls each for what it is,
 and each is verified on its own.
 """
@@ -19,6 +20,7 @@ from model_repo_builder.errors import ExportError
 from model_repo_builder.export.quantize import DEFAULT_INT8_SCHEME, Int8Scheme, apply_precision
 from model_repo_builder.export.seq2seq_cross_cache import write_cross_cache_model
 from model_repo_builder.export.seq2seq_mask import add_self_attention_mask
+from model_repo_builder.export.seq2seq_positions import add_position_input
 from model_repo_builder.templates.seq2seq.generation import (
     CROSS_CACHE_FILE,
     DECODER_FILE,
@@ -88,6 +90,7 @@ def export_seq2seq(model_dir: Path, output_dir: Path) -> Seq2SeqOnnx:
     if missing:
         raise ExportError(f"ONNX export of {model_dir} did not produce {', '.join(missing)} in {output_dir}")
     add_self_attention_mask(exported.decoder_with_past)
+    add_position_input(exported.decoder_with_past)
     write_cross_cache_model(exported.decoder, exported.cross_cache)
     return exported
 

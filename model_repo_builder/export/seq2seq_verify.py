@@ -8,8 +8,9 @@ part, with transformers:
 - decoder with past: logits of every later position, fed the source model's own greedy tokens
   (teacher forcing), so one early difference cannot hide or amplify later ones;
 - the cross-attention cache model (continuous batching): against the first-step decoder's own cache;
-- the served greedy loop end to end (request-level or continuous batching, as the repository serves):
-  token ids against `generate(do_sample=False, num_beams=1)`.
+- the served greedy loop end to end (request-level or continuous batching, as the repository serves;
+  continuous with one prompt joining per step, so rows sit at different positions): token ids
+  against `generate(do_sample=False, num_beams=1)`, which applies the model's own token rules.
 
 Top-1 agreement is the share of positions where the served parts pick the same next token as the
 source model; it is what int8 and fp16 are judged by, since their logits legitimately move.
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from model_repo_builder.errors import VerificationError
-from model_repo_builder.templates.seq2seq.continuous import generate_together
+from model_repo_builder.templates.seq2seq.continuous import generate_staggered
 from model_repo_builder.templates.seq2seq.generation import GenerationParams, Seq2SeqGenerator
 
 LOGGER = logging.getLogger(__name__)
@@ -127,7 +128,8 @@ def reference_outputs(
         return_tensors="pt",
         return_token_type_ids=False,
     )
-    config = model.config
+    # generate() takes its token ids from the generation config (newer checkpoints keep them only there).
+    config = model.generation_config
     with torch.inference_mode():
         hidden = model.get_encoder()(**batch).last_hidden_state
         output = model.generate(**batch, max_new_tokens=new_tokens, do_sample=False, num_beams=1)
@@ -197,7 +199,7 @@ def verify_seq2seq(
     agreement = float(np.mean(served_logits.argmax(axis=-1) == reference.logits.argmax(axis=-1)))
     greedy_params = [GenerationParams(max_new_tokens=VERIFY_NEW_TOKENS)] * len(prompts)
     if continuous:
-        greedy = generate_together(generator, token_ids, greedy_params)
+        greedy = generate_staggered(generator, token_ids, greedy_params)
     else:
         greedy = generator.generate_ids(token_ids, greedy_params)
     exact = float(np.mean([ours == theirs for ours, theirs in zip(greedy, reference.generated, strict=True)]))

@@ -1,4 +1,4 @@
-"""Builder for text-to-text generation repositories (T5 family): prompt in, generated text out.
+"""Builder for text-to-text generation repositories (T5, BART, mBART, Marian): prompt in, text out.
 
 One python-backend model holds the tokenizer and four ONNX files (encoder, decoder, decoder with
 past, cross-attention cache) and runs the decode loop itself (`templates/seq2seq/generation.py`).
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from model_repo_builder.errors import UnsupportedModelError
+from model_repo_builder.models.generation import SourceGeneration, read_source_generation
 from model_repo_builder.models.registry import INT8_KEEP_FP32
 from model_repo_builder.models.source import ResolvedModel, load_tokenizer
 from model_repo_builder.repository import config as model_config
@@ -36,7 +37,7 @@ from model_repo_builder.templates.seq2seq.generation import (
 
 LOGGER = logging.getLogger(__name__)
 
-TEMPLATE_FILES = ("model.py", "generation.py", "continuous.py", "beam.py")
+TEMPLATE_FILES = ("model.py", "generation.py", "continuous.py", "beam.py", "token_rules.py")
 STREAM_SUFFIX = "_stream"
 # The streaming variant answers one prompt per request, token by token; one instance of it sits
 # beside the batched model's `--instances`.
@@ -53,46 +54,49 @@ _SANE_TOKENIZER_LIMIT = 100_000
 
 @dataclass(frozen=True, kw_only=True)
 class GenerationConfig:
-    """Token ids and limits the served decode loop needs, read from the source model."""
+    """Token ids, token rules and limits the served decode loop needs, read from the source model."""
 
-    decoder_start_token_id: int
-    eos_token_id: int
-    pad_token_id: int
+    source: SourceGeneration
     max_input_tokens: int
+    max_new_tokens_limit: int
 
     def parameters(self) -> dict[str, object]:
         """As python-backend parameters."""
         return {
-            "decoder_start_token_id": self.decoder_start_token_id,
-            "eos_token_id": self.eos_token_id,
-            "pad_token_id": self.pad_token_id,
+            "decoder_start_token_id": self.source.decoder_start_token_id,
+            "eos_token_id": self.source.eos_token_id,
+            "pad_token_id": self.source.pad_token_id,
+            **self.source.rules.to_parameters(),
             "max_input_tokens": self.max_input_tokens,
-            "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
-            "max_new_tokens_limit": MAX_NEW_TOKENS_LIMIT,
+            "default_max_new_tokens": min(DEFAULT_MAX_NEW_TOKENS, self.max_new_tokens_limit),
+            "max_new_tokens_limit": self.max_new_tokens_limit,
         }
-
-
-def _token_id(config: dict[str, Any], key: str, source: ResolvedModel) -> int:
-    value = config.get(key)
-    if isinstance(value, list) and value:
-        value = value[0]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UnsupportedModelError(
-            f"{source.path / 'config.json'} has no integer {key!r}; a text-to-text model needs one"
-        )
-    return value
 
 
 def read_generation_config(
     source: ResolvedModel, tokenizer_limit: int, max_length: int | None
 ) -> GenerationConfig:
-    """Start/end/padding ids from config.json and the prompt limit (`--max-length` overrides it)."""
+    """The source's generation config and the length limits (`--max-length` sets the prompt's).
+
+    Models with absolute position embeddings (BART family, `max_position_embeddings`) cannot take a
+    prompt, or make a sequence with the decoder start token, longer than their table.
+    """
     limit = tokenizer_limit if 0 < tokenizer_limit <= _SANE_TOKENIZER_LIMIT else DEFAULT_MAX_INPUT_TOKENS
+    positions = source.config.get("max_position_embeddings")
+    new_tokens_limit = MAX_NEW_TOKENS_LIMIT
+    if isinstance(positions, int) and positions > 1:
+        if max_length is not None and max_length > positions:
+            raise UnsupportedModelError(
+                f"--max-length {max_length} is more than the {positions} positions "
+                f"{source.path.name} embeds (max_position_embeddings); use at most {positions}"
+            )
+        limit = min(limit, positions)
+        new_tokens_limit = min(new_tokens_limit, positions - 1)  # the decoder start token takes one
+    generation = read_source_generation(source.path)
+    for difference in generation.differences:
+        LOGGER.warning("%s: %s", source.path, difference)
     return GenerationConfig(
-        decoder_start_token_id=_token_id(source.config, "decoder_start_token_id", source),
-        eos_token_id=_token_id(source.config, "eos_token_id", source),
-        pad_token_id=_token_id(source.config, "pad_token_id", source),
-        max_input_tokens=max_length or limit,
+        source=generation, max_input_tokens=max_length or limit, max_new_tokens_limit=new_tokens_limit
     )
 
 
@@ -215,10 +219,12 @@ def build_seq2seq(spec: BuildSpec, source: ResolvedModel, name: str, staging: Pa
                 TOKEN_IDS_OUTPUT: "TYPE_INT64 [batch, -1] generated ids, padded with -1",
             },
             "max_input_tokens": generation.max_input_tokens,
-            "default_max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
-            "max_new_tokens_limit": MAX_NEW_TOKENS_LIMIT,
-            "decoder_start_token_id": generation.decoder_start_token_id,
-            "eos_token_id": generation.eos_token_id,
+            "default_max_new_tokens": parameters["default_max_new_tokens"],
+            "max_new_tokens_limit": generation.max_new_tokens_limit,
+            "decoder_start_token_id": generation.source.decoder_start_token_id,
+            "eos_token_id": generation.source.eos_token_id,
+            "token_rules": generation.source.rules.to_parameters(),
+            "generation_config_differences": list(generation.source.differences),
             "files": sorted(served.files()),
             "streaming_model": stream_name,
             "batching": spec.batching,

@@ -8,19 +8,19 @@ from __future__ import annotations
 from model_repo_builder.tasks.base import ModelFacts, Task, register
 
 
-class BartFamilyGeneration(Task):
-    """BART, mBART and Marian translation / summarization models."""
+class ExtractiveQuestionAnswering(Task):
+    """`*ForQuestionAnswering` encoders: a question and a context in, an answer span out."""
 
-    name = "text2text-generation-bart"
-    summary = "prompt in, generated text out (BART, mBART, Marian)"
+    name = "question-answering"
+    summary = "question and context in, answer span out"
     inputs = ()
     outputs = ()
     main_output = ""
-    not_yet = "the served decode loop covers the T5 family only"
+    not_yet = "span extraction (start/end logits to answer text) has no served template"
 
     def detect(self, facts: ModelFacts) -> bool:
-        """A BART-family checkpoint."""
-        return facts.model_type in ("bart", "mbart", "marian")
+        """A checkpoint with a question-answering head."""
+        return "QuestionAnswering" in facts.heads
 
 
-BART = register(BartFamilyGeneration())
+QUESTION_ANSWERING = register(ExtractiveQuestionAnswering())

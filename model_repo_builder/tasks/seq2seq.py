@@ -1,4 +1,4 @@
-"""text2text-generation (T5 family): a prompt in, generated text and token ids out."""
+"""text2text-generation (T5, BART, mBART, Marian): a prompt in, generated text and token ids out."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from model_repo_builder.templates.seq2seq.generation import (
     TOKEN_IDS_OUTPUT,
 )
 
-SEQ2SEQ_MODEL_TYPES = ("t5", "mt5")
+SEQ2SEQ_MODEL_TYPES = ("t5", "mt5", "bart", "mbart", "marian")
 
 _CALL = """
 Send a UTF-8 prompt as `PROMPT` (TYPE_STRING, shape [batch, 1]); get the generated `TEXT`
@@ -57,7 +57,7 @@ class Text2TextGeneration(Task):
     """Greedy, sampled or beam-search generation with a KV-cached, batched decode loop."""
 
     name = "text2text-generation"
-    summary = "prompt in, generated text out (T5 family)"
+    summary = "prompt in, generated text out (T5, BART, mBART, Marian)"
     inputs = (
         TensorIO(name=PROMPT_INPUT, data_type="TYPE_STRING", description="UTF-8 prompt"),
         *(TensorIO(name=p.name, data_type=p.data_type, optional=True) for p in PARAMETER_INPUTS),
@@ -72,11 +72,11 @@ class Text2TextGeneration(Task):
     post_step_kind = "text"
 
     def detect(self, facts: ModelFacts) -> bool:
-        """A T5-family checkpoint."""
+        """A T5- or BART-family checkpoint."""
         return facts.model_type in SEQ2SEQ_MODEL_TYPES
 
     def check(self, facts: ModelFacts) -> None:
-        """Only the T5 family has a served decode loop in this version."""
+        """Only these families have a served decode loop in this version."""
         if facts.model_type not in SEQ2SEQ_MODEL_TYPES:
             raise UnsupportedModelError(
                 f"text2text-generation serves {', '.join(SEQ2SEQ_MODEL_TYPES)} models; "

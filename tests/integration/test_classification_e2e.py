@@ -161,15 +161,15 @@ def test_int8_classifier_and_reranker_verify_and_serve_close_to_fp32(
 def test_a_model_trb_cannot_serve_fails_clearly_and_writes_nothing(
     tmp_path: Path, classifier_dir: Path
 ) -> None:
-    translator = tmp_path / "translator"
-    translator.mkdir()
-    config = {"model_type": "marian", "architectures": ["MarianMTModel"], "vocab_size": 100}
-    (translator / "config.json").write_text(json.dumps(config))
-    (translator / "model.safetensors").write_bytes((classifier_dir / "model.safetensors").read_bytes())
+    reader = tmp_path / "reader"
+    reader.mkdir()
+    config = {"model_type": "bert", "architectures": ["BertForQuestionAnswering"], "vocab_size": 100}
+    (reader / "config.json").write_text(json.dumps(config))
+    (reader / "model.safetensors").write_bytes((classifier_dir / "model.safetensors").read_bytes())
     output = tmp_path / "repos"
-    result = CliRunner().invoke(main, ["build", str(translator), "--output", str(output)])
+    result = CliRunner().invoke(main, ["build", str(reader), "--output", str(output)])
     assert result.exit_code != 0
-    assert "text2text-generation-bart" in result.output and "not yet supported" in result.output
+    assert "question-answering" in result.output and "not yet supported" in result.output
     assert "Traceback" not in result.output
     assert not output.exists() or not any(output.iterdir())
 

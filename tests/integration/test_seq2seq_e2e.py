@@ -235,7 +235,7 @@ def test_manifest_records_task_verification_and_files(small_fp32: BuildResult) -
         "decoder_with_past.logits",
         "cross_cache",
     }
-    for part in (*MODEL_FILES, "generation.py", "continuous.py", "beam.py"):
+    for part in (*MODEL_FILES, "generation.py", "continuous.py", "beam.py", "token_rules.py"):
         assert f"t5-small/1/{part}" in manifest.files
     streaming_files = sorted(path for path in manifest.files if path.startswith("t5-small_stream/"))
     assert streaming_files == [
@@ -243,6 +243,7 @@ def test_manifest_records_task_verification_and_files(small_fp32: BuildResult) -
         "t5-small_stream/1/continuous.py",
         "t5-small_stream/1/generation.py",
         "t5-small_stream/1/model.py",
+        "t5-small_stream/1/token_rules.py",
         "t5-small_stream/1/trb_runtime.py",
         "t5-small_stream/config.pbtxt",
     ]

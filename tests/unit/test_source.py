@@ -110,11 +110,8 @@ def test_flan_t5_alias_with_model_dir_keeps_the_hub_id(tmp_path):
 @pytest.mark.parametrize(
     ("config", "task"),
     [
-        (
-            {"model_type": "bart", "architectures": ["BartForConditionalGeneration"]},
-            "text2text-generation-bart",
-        ),
-        ({"model_type": "marian", "architectures": ["MarianMTModel"]}, "text2text-generation-bart"),
+        ({"model_type": "bert", "architectures": ["BertForQuestionAnswering"]}, "question-answering"),
+        ({"model_type": "roberta", "architectures": ["RobertaForQuestionAnswering"]}, "question-answering"),
     ],
 )
 def test_a_recognised_task_without_a_builder_says_not_yet(tmp_path, config, task):
@@ -142,7 +139,7 @@ def test_model_dir_must_exist(tmp_path):
     "config",
     [
         {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]},
-        {"model_type": "bert", "architectures": ["BertForQuestionAnswering"]},
+        {"model_type": "bert", "architectures": ["BertForMultipleChoice"]},
     ],
 )
 def test_a_model_no_task_fits_lists_the_supported_tasks_and_the_override(tmp_path, config):
@@ -206,7 +203,7 @@ def test_task_forces_an_embedding_build_of_a_classifier_only_when_said(tmp_path)
         (classifier_config(4), "text-ranking", "exactly 1 label"),
         (FLAN_T5_SMALL_CONFIG, FEATURE_EXTRACTION, "needs an encoder"),
         (classifier_config(2), "token-classification", "ForTokenClassification head"),
-        (classifier_config(2), "text2text-generation-bart", "not yet supported"),
+        (classifier_config(2), "question-answering", "not yet supported"),
     ],
 )
 def test_a_forced_task_the_model_does_not_fit_is_refused(tmp_path, config, task, reason):

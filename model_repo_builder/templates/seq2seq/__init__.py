@@ -1,1 +1,1 @@
-"""Text-to-text generation (T5 family) served by the Triton python backend."""
+"""Text-to-text generation (T5, BART, mBART, Marian) served by the Triton python backend."""

@@ -9,7 +9,9 @@ self-attention cache. Finished sequences leave at once.
 Rows whose self-attention caches hold different numbers of tokens share the call by left-padding the
 shorter caches and masking the padding (`decoder_attention_bias`, added at export by
 export/seq2seq_mask.py). T5's position bias depends only on relative position, so each row computes
-what it would alone; the cross-attention caches are right-padded and masked like the encoder batch.
+what it would alone; BART-family decoders embed absolute positions, so each row is given its own
+(`decoder_position_ids`, export/seq2seq_positions.py). The cross-attention caches are right-padded
+and masked like the encoder batch.
 Pure NumPy over `Seq2SeqGenerator`, so tests drive it in-process. Copied next to `model.py`.
 """
 
@@ -107,9 +109,15 @@ class ContinuousBatch:
         bias = np.zeros((len(self._rows), 1, 1, past + 1), dtype=np.float32)
         for index, length in enumerate(self._lengths):
             bias[index, 0, 0, : past - int(length)] = MASKED
-        logits, self._cache = self.generator.next_step(self._next, self._encoder_mask, self._cache, bias)
+        logits, self._cache = self.generator.next_step(
+            self._next, self._encoder_mask, self._cache, bias, positions=self._lengths
+        )
         self._lengths = self._lengths + 1
-        tokens = choose_tokens(logits[:, -1, :], [r.params for r in self._rows], [r.rng for r in self._rows])
+        rows = self._rows
+        scores = self.generator.rules.apply(
+            logits[:, -1, :], [r.tokens for r in rows], [r.params.max_new_tokens for r in rows]
+        )
+        tokens = choose_tokens(scores, [r.params for r in rows], [r.rng for r in rows])
         events, done = self._record(self._rows, tokens)
         self._next = tokens
         if done.any():
@@ -174,14 +182,21 @@ class ContinuousBatch:
         }
 
 
-def generate_together(
+def generate_staggered(
     generator: Seq2SeqGenerator, token_ids: Sequence[Sequence[int]], params: Sequence[GenerationParams]
 ) -> list[list[int]]:
-    """Admit every prompt at once and step until all are done; the generated ids of each prompt."""
+    """Admit prompt i before step i, so every row sits at another position; the ids of each prompt.
+
+    This is the arrival pattern continuous batching exists for, and the one that tests its padding:
+    each row's self-attention cache is left-padded to the longest and its position is its own.
+    """
     batch = ContinuousBatch(generator)
-    batch.admit(token_ids, params, range(len(token_ids)))
     results: dict[Hashable, list[int]] = {}
-    while len(batch):
+    waiting = list(range(len(token_ids)))
+    while waiting or len(batch):
+        if waiting:
+            index = waiting.pop(0)
+            batch.admit([token_ids[index]], [params[index]], [index])
         results.update((event.tag, list(event.tokens)) for event in batch.step() if event.done)
     return [results[index] for index in range(len(token_ids))]
 

@@ -1,4 +1,4 @@
-"""Prompt in, text out: tokenization, the T5 encoder and a batched, KV-cached decode loop on ONNX Runtime.
+"""Prompt in, text out: tokenization, the encoder and a batched, KV-cached decode loop on ONNX Runtime.
 
 Pure Python and NumPy (plus `tokenizers` and `onnxruntime`), with no Triton import, so the same code
 runs inside the python-backend stub, in the build's numeric verification and in tests. Copied next to
@@ -9,7 +9,8 @@ token (which also yields the cross-attention keys/values), then one decoder-with
 A sequence that emits EOS or reaches its own `max_new_tokens` leaves the batch at once, so its rows of
 the KV cache stop costing compute. Every sequence carries its own generation parameters. Prompts
 that ask for beam search run their beams as rows of the same kind of loop (beam.py keeps the scores),
-the cache rows following the beams they continue.
+the cache rows following the beams they continue. The model's token rules (token_rules.py: forced and
+banned tokens from its generation config) act on every step's scores, as `generate()` applies them.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import numpy as np
 if __package__:  # imported from the trb package (tests, verification)
     from ..common.trb_runtime import InvalidRequestError, decode_texts
     from .beam import BeamSearch, log_softmax
-else:  # copied next to beam.py and trb_runtime.py in a repository
+    from .token_rules import TokenRules
+else:  # copied next to beam.py, token_rules.py and trb_runtime.py in a repository
     from beam import BeamSearch, log_softmax  # type: ignore[no-redef]
+    from token_rules import TokenRules  # type: ignore[no-redef]
     from trb_runtime import InvalidRequestError, decode_texts  # type: ignore[no-redef]
 
 ENCODER_FILE = "encoder_model.onnx"
@@ -46,6 +49,9 @@ NUM_BEAMS_INPUT = "NUM_BEAMS"
 # Added to the exported decoder-with-past (export/seq2seq_mask.py): an additive mask over its
 # self-attention keys, so rows whose caches hold different numbers of tokens can share a call.
 SELF_ATTENTION_BIAS_INPUT = "decoder_attention_bias"
+# Added to BART-family decoders-with-past (export/seq2seq_positions.py): each row's position, the
+# number of real tokens in its self-attention cache, for absolute position embeddings.
+POSITION_IDS_INPUT = "decoder_position_ids"
 MASKED = np.finfo(np.float32).min
 # Each beam is one more row in every decoder call; wider searches rarely help and cost linearly.
 MAX_BEAMS = 8
@@ -80,17 +86,25 @@ class GeneratorSettings:
     intra_op_threads: int = 1
     allow_spinning: bool = False
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    rules: TokenRules | None = None  # the model's token rules (token_rules.py); None: no rule
+
+    @property
+    def token_rules(self) -> TokenRules:
+        """The rules every decoding step applies (an empty set when the model has none)."""
+        return self.rules or TokenRules(
+            eos_token_id=self.eos_token_id, decoder_start_token_id=self.decoder_start_token_id
+        )
 
     @classmethod
     def from_parameters(cls, parameters: dict[str, str]) -> GeneratorSettings:
         """Parse the string-valued parameters Triton hands to a python-backend model."""
         defaults = cls()
         providers = tuple(p for p in parameters.get("providers", "CPUExecutionProvider").split(",") if p)
+        start = int(parameters.get("decoder_start_token_id", defaults.decoder_start_token_id))
+        eos = int(parameters.get("eos_token_id", defaults.eos_token_id))
         settings = cls(
-            decoder_start_token_id=int(
-                parameters.get("decoder_start_token_id", defaults.decoder_start_token_id)
-            ),
-            eos_token_id=int(parameters.get("eos_token_id", defaults.eos_token_id)),
+            decoder_start_token_id=start,
+            eos_token_id=eos,
             pad_token_id=int(parameters.get("pad_token_id", defaults.pad_token_id)),
             max_input_tokens=int(parameters.get("max_input_tokens", defaults.max_input_tokens)),
             max_text_bytes=int(parameters["max_text_bytes"]) if parameters.get("max_text_bytes") else None,
@@ -101,6 +115,7 @@ class GeneratorSettings:
             intra_op_threads=int(parameters.get("intra_op_threads", defaults.intra_op_threads)),
             allow_spinning=parameters.get("allow_spinning", "false").lower() == "true",
             providers=providers,
+            rules=TokenRules.from_parameters(parameters, eos_token_id=eos, decoder_start_token_id=start),
         )
         if not 1 <= settings.default_max_new_tokens <= settings.max_new_tokens_limit:
             raise ValueError(
@@ -268,6 +283,7 @@ class Seq2SeqGenerator:
         from tokenizers import Tokenizer
 
         self.settings = settings
+        self.rules = settings.token_rules
         self.tokenizer = Tokenizer.from_file(tokenizer_path)
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
@@ -374,19 +390,31 @@ class Seq2SeqGenerator:
         """Whether decoder-with-past takes `decoder_attention_bias` (needed by continuous batching)."""
         return SELF_ATTENTION_BIAS_INPUT in self._input_types[self.decoder_with_past]
 
+    @property
+    def accepts_positions(self) -> bool:
+        """Whether decoder-with-past takes `decoder_position_ids` (absolute position embeddings)."""
+        return POSITION_IDS_INPUT in self._input_types[self.decoder_with_past]
+
     def next_step(
         self,
         tokens: np.ndarray,
         mask: np.ndarray,
         cache: dict[str, np.ndarray],
         self_bias: np.ndarray | None = None,
+        positions: np.ndarray | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Run the decoder with past on one new token per row; return logits and the updated cache.
 
         `self_bias` [batch, 1, 1, past + 1] masks padded self-attention slots (continuous batching);
-        without it every cached position is attended to.
+        without it every cached position is attended to. `positions` [batch] are the rows' real cache
+        lengths, which differ from the padded one when rows joined at different steps; without them
+        every row is at the cache length.
         """
         feeds = {"input_ids": tokens.reshape(-1, 1), "encoder_attention_mask": mask, **cache}
+        if self.accepts_positions:
+            if positions is None:
+                positions = np.full(len(tokens), self_attention_length(cache), dtype=np.int64)
+            feeds[POSITION_IDS_INPUT] = np.asarray(positions, dtype=np.int64).reshape(-1, 1)
         if self.accepts_self_attention_mask:
             if self_bias is None:
                 past = self_attention_length(cache)
@@ -449,7 +477,11 @@ class Seq2SeqGenerator:
             parents, blocks, tokens, still = [], [], [], []
             for block, prompt in enumerate(active):
                 search = searches[prompt]
-                if not search.advance(log_probs[block]):
+                # As generate() does, the token rules act on the beams' log-probabilities.
+                scores = self.rules.apply(
+                    log_probs[block], search.running.tolist(), [search.max_new_tokens] * num_beams
+                )
+                if not search.advance(scores):
                     parents.append(block * num_beams + search.parents)
                     blocks.append(block * num_beams + np.arange(num_beams))
                     tokens.append(search.tokens)
@@ -486,7 +518,8 @@ class Seq2SeqGenerator:
         logits, cache = self.first_step(start, hidden, mask)
         steps = 0
         while True:
-            tokens = choose_tokens(logits[:, -1, :], [params[r] for r in rows], [rngs[r] for r in rows])
+            scores = self.rules.apply(logits[:, -1, :], [results[r] for r in rows], limits[rows])
+            tokens = choose_tokens(scores, [params[r] for r in rows], [rngs[r] for r in rows])
             for row, token in zip(rows, tokens, strict=True):
                 results[row].append(int(token))
             steps += 1
