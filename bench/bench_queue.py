@@ -1,0 +1,224 @@
+"""The bounded-queue benchmark: which dynamic-batching settings keep a bounded queue as fast as none?
+
+In Triton 2.51 (core r24.10) a queue policy — `max_queue_size`, a default timeout, or
+`allow_timeout_override` — turns off the dynamic batcher's prefetching
+(`PriorityQueue::SupportPrefetching` in scheduler_utils.cc). Without it, the batcher thread forms a
+batch only once an instance is already waiting for one (`RateLimiter::PayloadSlotAvailable` with
+`WaitingConsumerCount`), and nothing wakes it when an instance becomes free: it is woken by the next
+request that arrives (`DynamicBatchScheduler::Enqueue`), and only if the queue then holds the next
+preferred batch size, else by its 500 ms timeout. With trb's preferred sizes (4, 8, 16, 32) most
+arrivals do not wake it, so batches wait.
+
+One run, the int8 MiniLM repository (2 instances × 1 thread), one text per request over HTTP at
+concurrency 32 (the workload of bench/results/embedding.md), in alternating rounds:
+
+    unbounded     no queue policy (prefetching on): the ceiling a bounded queue is judged against
+    bounded       the queue policy as trb built it before this benchmark (preferred sizes 4…32)
+    no-preferred  the same queue policy, no preferred batch sizes: every arrival wakes the batcher
+    no-override   no preferred sizes, and `allow_timeout_override` off
+
+Then overload: each bounded candidate with `max_queue_size` 8 at concurrency 96 (gRPC, a plain
+closed-loop client), counting rejections and their latency.
+
+Results: bench/results/queue.json and bench/results/queue.md; scratch under bench/work/queue/.
+
+    python bench/bench_queue.py          # about 6 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench_embedding import INPUT_NAME, SENTENCES, SOURCE
+from common import built_repository, launch, load_average, machine_info, rerendered_copy
+
+from model_repo_builder.perf.perf_analyzer import PerfRun, run_perf_analyzer, write_text_input_data
+from model_repo_builder.perf.stress import run_stress
+from model_repo_builder.spec import BuildSpec
+
+LOGGER = logging.getLogger("bench_queue")
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / "work" / "queue"
+RESULTS = ROOT / "results"
+MODEL = "minilm-int8"
+CONCURRENCY = 32
+OVERLOAD_CONCURRENCY = 96
+OVERLOAD_QUEUE = 8
+
+
+def _unbounded(config: dict[str, Any]) -> None:
+    config["dynamic_batching"].pop("default_queue_policy", None)
+
+
+def _no_preferred(config: dict[str, Any]) -> None:
+    config["dynamic_batching"].pop("preferred_batch_size", None)
+
+
+def _no_override(config: dict[str, Any]) -> None:
+    _no_preferred(config)
+    config["dynamic_batching"]["default_queue_policy"]["allow_timeout_override"] = False
+
+
+def _as_built(config: dict[str, Any]) -> None:
+    del config  # the config as trb rendered it
+
+
+VARIANTS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "unbounded": _unbounded,
+    "bounded": _as_built,
+    "no-preferred": _no_preferred,
+    "no-override": _no_override,
+}
+BOUNDED = ("bounded", "no-preferred", "no-override")
+
+
+def _small_queue(change: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def apply(config: dict[str, Any]) -> None:
+        change(config)
+        config["dynamic_batching"]["default_queue_policy"]["max_queue_size"] = OVERLOAD_QUEUE
+
+    return apply
+
+
+def measure(repository: Path, data: Path, label: str, args: argparse.Namespace) -> dict[str, float]:
+    """Throughput and latency at CONCURRENCY over HTTP, a fixed number of requests."""
+    with launch(repository) as server:
+        run = PerfRun(
+            model=MODEL,
+            url=server.http_url,
+            protocol="http",
+            concurrency=CONCURRENCY,
+            input_data=data,
+            request_count=args.requests,
+            timeout_s=300,
+        )
+        result = run_perf_analyzer(run, WORK / "perf" / label)
+    measured = result.measurement
+    LOGGER.info(
+        "%s: %.0f req/s, p50 %.1f ms, p99 %.1f ms",
+        label,
+        measured.throughput_rps,
+        measured.p50_ms,
+        measured.p99_ms,
+    )
+    return {
+        "throughput_rps": measured.throughput_rps,
+        "p50_ms": measured.p50_ms,
+        "p99_ms": measured.p99_ms,
+        "server_queue_ms": result.breakdown.server_queue_ms,
+        "load_average": load_average(),
+    }
+
+
+def overload(repository: Path, args: argparse.Namespace) -> dict[str, float]:
+    """A closed loop far beyond capacity against a queue of OVERLOAD_QUEUE: how fast are rejections?"""
+    with launch(repository) as server:
+        result = run_stress(
+            MODEL, server.grpc_url, INPUT_NAME, list(SENTENCES), OVERLOAD_CONCURRENCY, args.overload_s
+        )
+    return {
+        "ok": result.count("ok"),
+        "rejected": result.count("rejected"),
+        "errors": result.count("error"),
+        "ok_p50_ms": result.latency_ms(50),
+        "ok_p99_ms": result.latency_ms(99),
+        "rejected_p50_ms": result.latency_ms(50, "rejected"),
+        "rejected_p99_ms": result.latency_ms(99, "rejected"),
+    }
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    machine, settings = report["machine"], report["settings"]
+    lines = [
+        "# Bounded queue vs unbounded (Triton 2.51 dynamic batcher)",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores. Workload: MiniLM int8, "
+        f"2 instances × 1 thread, one text per request, HTTP, concurrency {CONCURRENCY}, "
+        f"{settings['requests']} requests per measurement, {settings['rounds']} alternating rounds.",
+        "",
+        "| variant | req/s (median) | ÷ unbounded (median of rounds) | p50 ms | p99 ms | p99 ÷ unbounded |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in VARIANTS:
+        rounds = [r[name] for r in report["rounds"]]
+        lines.append(
+            f"| {name} | {statistics.median(r['throughput_rps'] for r in rounds):.0f} "
+            f"| {report['ratios'][name]['throughput']:.3f} "
+            f"| {statistics.median(r['p50_ms'] for r in rounds):.1f} "
+            f"| {statistics.median(r['p99_ms'] for r in rounds):.1f} "
+            f"| {report['ratios'][name]['p99']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Overload: max_queue_size {OVERLOAD_QUEUE}, {OVERLOAD_CONCURRENCY} clients (gRPC), "
+        f"{report['settings']['overload_s']:.0f} s each.",
+        "",
+        "| variant | answered | rejected (503) | rejected p50 ms | rejected p99 ms | answered p50 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, result in report["overload"].items():
+        lines.append(
+            f"| {name} | {result['ok']} | {result['rejected']} | {result['rejected_p50_ms']:.1f} "
+            f"| {result['rejected_p99_ms']:.1f} | {result['ok_p50_ms']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--reuse", action="store_true", help="reuse the build of an earlier run")
+    parser.add_argument("--requests", type=int, default=3000, help="requests per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--overload-s", type=float, default=8.0, help="seconds of overload per variant")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    started = time.monotonic()
+    int8 = built_repository(
+        BuildSpec(source=SOURCE, output=WORK / "repos", precision="int8", name=MODEL, instances=2), args.reuse
+    )
+    data = write_text_input_data(WORK / "sentences.json", INPUT_NAME, SENTENCES)
+    variants = {
+        name: rerendered_copy(int8, MODEL, WORK / "variants" / name, change)
+        for name, change in VARIANTS.items()
+    }
+    rounds = []
+    for index in range(args.rounds):
+        order = list(VARIANTS) if index % 2 == 0 else list(reversed(VARIANTS))
+        rounds.append({name: measure(variants[name], data, f"round{index}-{name}", args) for name in order})
+    ratios = {
+        name: {
+            "throughput": statistics.median(
+                r[name]["throughput_rps"] / r["unbounded"]["throughput_rps"] for r in rounds
+            ),
+            "p99": statistics.median(r[name]["p99_ms"] / r["unbounded"]["p99_ms"] for r in rounds),
+        }
+        for name in VARIANTS
+    }
+    small = {
+        name: rerendered_copy(int8, MODEL, WORK / "overload" / name, _small_queue(VARIANTS[name]))
+        for name in BOUNDED
+    }
+    report = {
+        "machine": machine_info(),
+        "settings": {"requests": args.requests, "rounds": args.rounds, "overload_s": args.overload_s},
+        "rounds": rounds,
+        "ratios": ratios,
+        "overload": {name: overload(path, args) for name, path in small.items()},
+        "duration_s": time.monotonic() - started,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "queue.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    markdown = render_markdown(report)
+    (RESULTS / "queue.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
