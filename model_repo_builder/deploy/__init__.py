@@ -1,0 +1,1 @@
+"""Deployment of a built repository: what it needs from a container or a pod."""
