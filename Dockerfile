@@ -2,6 +2,7 @@
 # plus the Python packages that trb's generated python-backend models import.
 # Build:  docker build -t trb-triton:24.10 .
 # Run:    trb launch repos/<name> --docker    (prints the full `docker run` command)
+#         trb deploy docker|k8s repos/<name>   (compose file, run script, Kubernetes manifests)
 FROM nvcr.io/nvidia/tritonserver:24.10-py3
 
 # The image's Python is 3.10 with CUDA 12.6 / cuDNN 9: onnxruntime-gpu 1.22 runs on CPU and on GPU

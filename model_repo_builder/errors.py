@@ -63,3 +63,7 @@ class PortInUseError(ServerError):
 
 class InferenceError(TrbError):
     """A request to a running server failed."""
+
+
+class DeployError(TrbError):
+    """A repository cannot be turned into deployment files as asked (or not yet)."""

@@ -36,6 +36,20 @@ def _require_choice(flag: str, value: Any, choices: tuple[str, ...]) -> None:
         raise SpecError(f"`{flag}` must be one of {', '.join(choices)}; got {value!r}")
 
 
+def _require_ports(http_port: Any, grpc_port: Any, metrics_port: Any) -> None:
+    """The three Triton ports: each a port number, all different."""
+    for flag, port in (
+        ("--http-port", http_port),
+        ("--grpc-port", grpc_port),
+        ("--metrics-port", metrics_port),
+    ):
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise SpecError(f"`{flag}` must be a port number between 1 and 65535, got {port!r}")
+    ports = [http_port, grpc_port, metrics_port]
+    if len(set(ports)) != len(ports):
+        raise SpecError(f"`--http-port`, `--grpc-port` and `--metrics-port` must differ, got {ports}")
+
+
 def validate_model_name(name: str) -> None:
     """Raise `SpecError` unless `name` is usable as a Triton model directory name."""
     if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
@@ -158,16 +172,7 @@ class LaunchSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "repository", Path(self.repository))
-        for flag, port in (
-            ("--http-port", self.http_port),
-            ("--grpc-port", self.grpc_port),
-            ("--metrics-port", self.metrics_port),
-        ):
-            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-                raise SpecError(f"`{flag}` must be a port number between 1 and 65535, got {port!r}")
-        ports = [self.http_port, self.grpc_port, self.metrics_port]
-        if len(set(ports)) != len(ports):
-            raise SpecError(f"`--http-port`, `--grpc-port` and `--metrics-port` must differ, got {ports}")
+        _require_ports(self.http_port, self.grpc_port, self.metrics_port)
         if not self.host:
             raise SpecError("`--host` must not be empty")
         if self.startup_timeout_s <= 0:
@@ -255,3 +260,112 @@ class SweepSpec:
             raise SpecError(f"`--budget` must be > 0 seconds, got {self.budget_s!r}")
         if self.prompts is not None:
             object.__setattr__(self, "prompts", Path(self.prompts))
+
+
+# trb's image: the top-level Dockerfile, NGC tritonserver 24.10 plus what the generated models import.
+DEFAULT_IMAGE = "trb-triton:24.10"
+DEPLOY_PLATFORMS = ("docker", "k8s")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# KEDA's and the HPA's stabilisation windows are bounded by the HPA API: 0 to 3600 seconds.
+_MAX_WINDOW_S = 3600
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploySpec:
+    """What `trb deploy docker|k8s` writes for a built repository.
+
+    Autoscaling fields left None come from `plan` (a `trb sweep` run) when one is given, else from
+    the defaults in `model_repo_builder.deploy.autoscaling` (the Wallaroo benchmark knobs).
+    """
+
+    repository: Path
+    platform: str
+    output: Path | None = None  # None: deploy/<name>/<platform> in the working directory
+    image: str = DEFAULT_IMAGE
+    host: str = "127.0.0.1"  # docker: the address the ports are published on
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    exit_timeout_s: int = 30
+    # Kubernetes
+    plain: bool = False  # a Deployment + Service instead of a KServe InferenceService
+    plan: Path | None = None
+    namespace: str = "default"
+    storage_uri: str | None = None  # None: pvc://<name>-repository/<name>
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    scale_up_queue: float | None = None
+    scale_down_queue: float | None = None
+    window_s: int = 60
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    wake_query: str | None = None  # a signal that exists while no replica runs (scale from zero)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "repository", Path(self.repository))
+        _require_choice("platform", self.platform, DEPLOY_PLATFORMS)
+        if self.output is not None:
+            object.__setattr__(self, "output", Path(self.output))
+            inside = Path(self.output).resolve()
+            if inside == self.repository.resolve() or self.repository.resolve() in inside.parents:
+                raise SpecError(
+                    f"`--output` {self.output} lies inside the repository: tritonserver would take "
+                    "that folder for a model and fail to start; choose a folder outside it"
+                )
+        if self.plan is not None:
+            object.__setattr__(self, "plan", Path(self.plan))
+        if not self.image.strip() or any(char.isspace() for char in self.image):
+            raise SpecError(f"`--image` must name a container image, got {self.image!r}")
+        if not self.host:
+            raise SpecError("`--host` must not be empty")
+        _require_ports(self.http_port, self.grpc_port, self.metrics_port)
+        _require_int_at_least("--exit-timeout", self.exit_timeout_s, 0)
+        if not _DNS_LABEL.fullmatch(self.namespace):
+            raise SpecError(
+                f"`--namespace` must be a Kubernetes name (lowercase letters, digits and '-', "
+                f"at most 63), got {self.namespace!r}"
+            )
+        if self.storage_uri is not None and "://" not in self.storage_uri:
+            raise SpecError(
+                f"`--storage-uri` must be a URI such as s3://bucket/path or pvc://claim/path, "
+                f"got {self.storage_uri!r}"
+            )
+        if self.min_replicas is not None:
+            _require_int_at_least("--min-replicas", self.min_replicas, 0)
+        if self.max_replicas is not None:
+            _require_int_at_least("--max-replicas", self.max_replicas, 1)
+        if (
+            self.min_replicas is not None
+            and self.max_replicas is not None
+            and self.max_replicas < self.min_replicas
+        ):
+            raise SpecError(
+                f"`--max-replicas` ({self.max_replicas}) must be ≥ `--min-replicas` ({self.min_replicas})"
+            )
+        for flag, depth in (
+            ("--scale-up-queue", self.scale_up_queue),
+            ("--scale-down-queue", self.scale_down_queue),
+        ):
+            if depth is not None and (
+                isinstance(depth, bool) or not isinstance(depth, int | float) or depth < 0
+            ):
+                raise SpecError(f"`{flag}` must be a queue depth ≥ 0, got {depth!r}")
+        up, down = self.scale_up_queue, self.scale_down_queue
+        if up is not None and down is not None and not up > down:
+            raise SpecError(
+                f"`--scale-up-queue` ({self.scale_up_queue:g}) must be above "
+                f"`--scale-down-queue` ({self.scale_down_queue:g})"
+            )
+        _require_int_at_least("--window", self.window_s, 0)
+        if self.window_s > _MAX_WINDOW_S:
+            raise SpecError(
+                f"`--window` must be at most {_MAX_WINDOW_S} seconds (the HPA's limit), got {self.window_s}"
+            )
+        if not re.match(r"^https?://[^\s/]+", self.prometheus_url):
+            raise SpecError(f"`--prometheus-url` must be an http(s) URL, got {self.prometheus_url!r}")
+        if self.min_replicas == 0 and not self.wake_query:
+            raise SpecError(
+                "`--min-replicas 0` needs `--wake-query`: Triton's queue metrics vanish with the last "
+                "replica, so nothing would ever scale the service up again; give a Prometheus query "
+                "that is above 0 while requests wait and no replica runs (e.g. your ingress's request "
+                "rate for this service)"
+            )

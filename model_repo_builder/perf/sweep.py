@@ -336,6 +336,9 @@ class Sweeper:
                 )
                 LOGGER.warning("%s", error)
                 break
+            if target.server is not None and target.server.pid:
+                # The server's memory right after the level: `trb deploy k8s --plan` sizes pods from its peak.
+                level["server_rss_bytes"] = metrics.process_tree_rss_bytes(target.server.pid)
             levels.append(level)
             if self.slo and level[self.slo.metric] > self.slo.latency_ms * 1.5:
                 break

@@ -20,15 +20,11 @@ Locally (CPU, the tritonserver from the nvidia-pytriton wheel):
 
     trb launch {repo_dir}
 
-In the NGC container (build the image from trb's Dockerfile, which adds the Python packages the
-model imports to `{image}`):
+In the NGC container or on Kubernetes (trb's image: the Dockerfile in the trb checkout adds the
+Python packages the model imports to `{image}`):
 
-    docker build -t trb-triton:24.10 .            # in the trb checkout
-    docker run --rm -p 127.0.0.1:8000:8000 -p 127.0.0.1:8001:8001 -p 127.0.0.1:8002:8002 \\
-        -v "$PWD/{repo_dir}:/models:ro" trb-triton:24.10 \\
-        tritonserver --model-repository=/models --model-control-mode=none \\
-        --http-restricted-api=model-repository,shared-memory:trb-admin-key=CHANGE-ME \\
-        --grpc-restricted-protocol=model-repository,shared-memory:trb-admin-key=CHANGE-ME
+    trb deploy docker {repo_dir}    # compose.yaml, docker-run.sh, Prometheus and Grafana config
+    trb deploy k8s {repo_dir}       # KServe InferenceService (or --plain), PDB, KEDA ScaledObject
 
 ## Call
 {call}"""

@@ -1,45 +1,93 @@
-"""`trb launch --docker`: the `docker run` command for the NGC Triton image on a repository."""
+"""The NGC Triton container on a repository: its `docker run` command and the settings it shares.
+
+`trb launch --docker` and `trb deploy docker` both build the container from `container_flags` and
+`docker_run_options`: tritonserver's flags are the launcher's own (`runtime/flags.py`), listening on
+all interfaces inside the container and published on loopback by default; the repository is mounted
+read-only; the server runs as the image's non-root `triton-server` user with no capabilities; shared
+memory is sized for the python backend's instances (`deploy/sizing.py`).
+"""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
-from model_repo_builder.runtime.server import ADMIN_HEADER, RESTRICTED_APIS
-from model_repo_builder.spec import LaunchSpec
+from model_repo_builder.runtime.flags import ServerFlags
+from model_repo_builder.spec import DEFAULT_IMAGE, LaunchSpec
 
-DEFAULT_IMAGE = "trb-triton:24.10"
+__all__ = ["DEFAULT_IMAGE", "container_flags", "docker_command", "docker_run_options"]
+CONTAINER_REPOSITORY = "/models"
+# `triton-server` in nvcr.io/nvidia/tritonserver images (and trb's Dockerfile's USER).
+CONTAINER_USER = "1000:1000"
+
+
+def container_flags(
+    *,
+    admin_key: str,
+    http_port: int | None = 8000,
+    grpc_port: int | None = 8001,
+    metrics_port: int = 8002,
+    exit_timeout_s: int = 30,
+    gpus: bool = False,
+    model_repository: str | None = CONTAINER_REPOSITORY,
+) -> ServerFlags:
+    """The tritonserver flags inside a container: the launcher's, on all interfaces, GPU metrics on GPUs."""
+    return ServerFlags(
+        admin_key=admin_key,
+        model_repository=model_repository,
+        address="0.0.0.0",
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        exit_timeout_s=exit_timeout_s,
+        gpu_metrics=gpus,
+    )
+
+
+def docker_run_options(
+    *, host: str, ports: tuple[int, ...], repository: str, shm_size: str, gpus: bool
+) -> list[str]:
+    """`docker run` options between `run` and the image."""
+    options = [
+        "--rm",
+        "--init",
+        f"--user={CONTAINER_USER}",
+        "--cap-drop=ALL",
+        "--security-opt=no-new-privileges",
+        f"--shm-size={shm_size}",
+    ]
+    if gpus:
+        options.append("--gpus=all")
+    for port in ports:
+        options += ["-p", f"{host}:{port}:{port}"]
+    options += ["-v", f"{repository}:{CONTAINER_REPOSITORY}:ro"]
+    return options
 
 
 def docker_command(
     spec: LaunchSpec, image: str = DEFAULT_IMAGE, gpus: bool = False, admin_key: str = "CHANGE-ME"
 ) -> list[str]:
-    """The `docker run` command serving `spec.repository` read-only with trb's secure defaults.
+    """The `docker run` command serving `spec.repository` read-only with trb's secure defaults."""
+    from model_repo_builder.deploy.facts import read_repository
+    from model_repo_builder.deploy.sizing import docker_size, shm_bytes
 
-    Inside the container Triton listens on all interfaces (it must, to be reachable through the
-    port mapping); the ports are published on `spec.host` only, loopback by default.
-    """
-    restricted = f"{RESTRICTED_APIS}:{ADMIN_HEADER}={admin_key}"
-    command = ["docker", "run", "--rm", "--init", "--shm-size=1g"]
-    if gpus:
-        command.append("--gpus=all")
-    for port in (spec.http_port, spec.grpc_port, spec.metrics_port):
-        command += ["-p", f"{spec.host}:{port}:{port}"]
-    command += [
-        "-v",
-        f"{spec.repository.resolve()}:/models:ro",
-        image,
-        "tritonserver",
-        "--model-repository=/models",
-        "--model-control-mode=none",
-        "--strict-readiness=true",
-        f"--http-port={spec.http_port}",
-        f"--grpc-port={spec.grpc_port}",
-        f"--metrics-port={spec.metrics_port}",
-        f"--http-restricted-api={restricted}",
-        f"--grpc-restricted-protocol={restricted}",
-    ]
-    return command
+    flags = container_flags(
+        admin_key=admin_key,
+        http_port=spec.http_port,
+        grpc_port=spec.grpc_port,
+        metrics_port=spec.metrics_port,
+        exit_timeout_s=spec.exit_timeout_s,
+        gpus=gpus,
+    )
+    options = docker_run_options(
+        host=spec.host,
+        ports=(spec.http_port, spec.grpc_port, spec.metrics_port),
+        repository=str(Path(spec.repository).resolve()),
+        shm_size=docker_size(shm_bytes(read_repository(spec.repository))),
+        gpus=gpus,
+    )
+    return ["docker", "run", *options, image, "tritonserver", *flags.args()]
 
 
 def docker_unavailable_reason() -> str | None:

@@ -28,6 +28,7 @@ from model_repo_builder.errors import PortInUseError, RepositoryError, ServerErr
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.manifest import MANIFEST_NAME, read_manifest
 from model_repo_builder.repository.writer import file_hashes
+from model_repo_builder.runtime.flags import ServerFlags
 from model_repo_builder.runtime.sidecar import SidecarProcess, endpoints, sidecar_processes
 from model_repo_builder.runtime.tools import find_tritonserver
 from model_repo_builder.spec import LaunchSpec
@@ -35,8 +36,6 @@ from model_repo_builder.templates.common.trb_runtime import SIDECARS_VARIABLE
 
 LOGGER = logging.getLogger(__name__)
 
-ADMIN_HEADER = "trb-admin-key"
-RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
 _PR_SET_PDEATHSIG = 1
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)'[^:]*: (.*)")
 _BIND_FAILURE = re.compile(
@@ -140,36 +139,26 @@ class TritonServer:
         """File holding the server's stdout and stderr."""
         return self._log_path
 
+    def flags(self) -> ServerFlags:
+        """The tritonserver flags for this spec, as every other runtime renders them too."""
+        installation = find_tritonserver()
+        return ServerFlags(
+            admin_key=self.admin_key,
+            model_repository=str(self.spec.repository.resolve()),
+            address=self.spec.host,
+            http_port=self.spec.http_port,
+            grpc_port=self.spec.grpc_port,
+            metrics_port=self.spec.metrics_port,
+            exit_timeout_s=self.spec.exit_timeout_s,
+            log_verbose=self.spec.log_verbose,
+            backend_directory=str(installation.backend_dir),
+            cache_directory=str(installation.cache_dir),
+            extra_args=self.spec.extra_args,
+        )
+
     def command(self) -> list[str]:
         """The tritonserver command line for this spec."""
-        installation = find_tritonserver()
-        restricted = f"{RESTRICTED_APIS}:{ADMIN_HEADER}={self.admin_key}"
-        host = self.spec.host
-        return [
-            str(installation.binary),
-            f"--model-repository={self.spec.repository.resolve()}",
-            f"--backend-directory={installation.backend_dir}",
-            f"--cache-directory={installation.cache_dir}",
-            # Explicit control, every model loaded at start: the supervisor reloads a broken model
-            # through the repository API, which only holders of the admin key may call.
-            "--model-control-mode=explicit",
-            "--load-model=*",
-            "--strict-readiness=true",
-            "--exit-on-error=true",
-            "--disable-auto-complete-config",
-            f"--exit-timeout-secs={self.spec.exit_timeout_s}",
-            f"--http-address={host}",
-            f"--http-port={self.spec.http_port}",
-            f"--grpc-address={host}",
-            f"--grpc-port={self.spec.grpc_port}",
-            f"--metrics-address={host}",
-            f"--metrics-port={self.spec.metrics_port}",
-            "--allow-gpu-metrics=false",
-            f"--http-restricted-api={restricted}",
-            f"--grpc-restricted-protocol={restricted}",
-            f"--log-verbose={self.spec.log_verbose}",
-            *self.spec.extra_args,
-        ]
+        return [str(find_tritonserver().binary), *self.flags().args()]
 
     def start(self) -> TritonServer:
         """Check the repository and ports, start the sidecars (waiting for them), then tritonserver.

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from model_repo_builder.errors import TrbError
 from model_repo_builder.repository import config as model_config
-from model_repo_builder.runtime.server import ADMIN_HEADER, TritonServer
+from model_repo_builder.runtime.flags import ADMIN_HEADER
+from model_repo_builder.runtime.server import TritonServer
 from model_repo_builder.runtime.sidecar import SidecarProcess
 from model_repo_builder.runtime.status import write_state
 
