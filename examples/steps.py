@@ -3,9 +3,16 @@
     trb build minilm --pre examples/steps.py:scrub_emails --post examples/steps.py:matryoshka_128
     trb build ./flan-t5 --pre examples/steps.py:translate_prompt --post examples/steps.py:shout
 
-Contract: a pre step (any model) and a text-generation post step take and return `list[str]` of the
-same length; an embedding post step takes and returns a float32 array with one row per text. A step
-that raises answers that request with HTTP 500 carrying its message; other requests are unaffected.
+    trb build ./my-classifier --post examples/steps.py:abstain_when_unsure
+    trb build ./my-reranker --post examples/steps.py:calibrate_relevance
+
+Contract: a pre step (any model but token classifiers, whose character offsets must refer to the
+client's text) and a text-generation post step take and return `list[str]` of the same length; an
+embedding post step takes and returns a float32 array with one row per text. A classifier's or a
+reranker's post step is a callable on named arrays, as PyTriton's are: it takes the model's outputs
+by name (`{"SCORES": float32 [n, labels], "LABEL": bytes [n, 1]}`, or `{"SCORE": float32 [n, 1]}`)
+and returns the same names with the same number of rows. A step that raises answers that request
+with HTTP 500 carrying its message; other requests are unaffected.
 """
 
 from __future__ import annotations
@@ -44,3 +51,19 @@ def refuse_secrets(texts: list[str]) -> list[str]:
         if "secret" in text:
             raise ValueError("texts mentioning a secret are not accepted")
     return texts
+
+
+UNSURE = b"uncertain"
+UNSURE_BELOW = 0.5
+
+
+def abstain_when_unsure(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A classifier post step: answer LABEL "uncertain" when no label reaches UNSURE_BELOW."""
+    labels = outputs["LABEL"].copy()
+    labels[outputs["SCORES"].max(axis=1) < UNSURE_BELOW] = UNSURE
+    return {"SCORES": outputs["SCORES"], "LABEL": labels}
+
+
+def calibrate_relevance(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A reranker post step: a calibrated probability of relevance, sigmoid(2 × score − 1)."""
+    return {"SCORE": (1.0 / (1.0 + np.exp(-(2.0 * outputs["SCORE"] - 1.0)))).astype(np.float32)}

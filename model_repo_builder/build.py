@@ -71,7 +71,10 @@ def _build_once(
         built = task.build(spec, source, name, staging)
         stages = {"pre": spec.pre, "post": spec.post}
         kinds = {"pre": "text", "post": task.post_step_kind or ""}
-        steps = copy_steps({stage: specs for stage, specs in stages.items() if specs}, kinds, staging / name)
+        outputs = tuple(tensor.config() for tensor in task.outputs)  # what `arrays` post steps exchange
+        steps = copy_steps(
+            {stage: specs for stage, specs in stages.items() if specs}, kinds, staging / name, outputs
+        )
         if steps:
             built = BuiltModel(
                 model={**built.model, "steps": [step.name for step in steps]}, verification=built.verification

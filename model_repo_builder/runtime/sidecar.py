@@ -6,11 +6,17 @@ A step is a plain Python function named by a SPEC, `path/to/file.py:function` or
 - `text` steps take and return `list[str]` of the same length (a pre step of any model, the post
   step of a text-generation model: prompt templating, PII scrubbing, output clean-up);
 - `vectors` steps take and return a float32 `np.ndarray` with the same number of rows (the post
-  step of an embedding model: Matryoshka truncation, re-normalization).
+  step of an embedding model: Matryoshka truncation, re-normalization);
+- `arrays` steps are PyTriton-style callables on named arrays: they take a dict of the model's
+  outputs by name and return a dict with the same names and the same number of rows (the post step
+  of a classifier or a reranker: `{"SCORES", "LABEL"}` or `{"SCORE"}`; calibration, abstention,
+  relabelling). A step is declared by the task it is attached to, not by a decorator: the task's
+  `post_step_kind` says which contract its `--post` steps follow.
 
 `trb build --pre/--post` copies the step's source file into the repository (`<model>/sidecars/`,
 hashed in trb.yaml). `trb launch` starts one PyTriton server per step on loopback ports (its own
-tritonserver, model `step`, input and output `DATA`), and the repository's python-backend model
+tritonserver, model `step`, input and output `DATA`, or the named outputs for `arrays` steps), and
+the repository's python-backend model
 calls it for each request with the Triton client, so clients keep one endpoint and one model name.
 Run as `python -m model_repo_builder.runtime.sidecar STEP.json PORTS` by the launcher.
 """
@@ -44,7 +50,9 @@ STEPS_DIR = "sidecars"
 STEPS_FILE = "steps.json"
 STEP_MODEL = "step"
 STEP_TENSOR = "DATA"
-KINDS = ("text", "vectors")
+KINDS = ("text", "vectors", "arrays")
+# Sample rows per data type for checking an `arrays` step at build time.
+_SAMPLE_ROWS = 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +65,8 @@ class Step:
     file: str  # the copied source file, relative to the sidecars directory
     function: str
     sha256: str
+    # `arrays` steps: the named tensors they take and return, [{"name", "data_type", "dims"}, …]
+    tensors: tuple[dict[str, Any], ...] = ()
 
     @property
     def name(self) -> str:
@@ -97,10 +107,62 @@ def load_function(path: Path, function: str) -> Callable[..., Any]:
     return found  # type: ignore[no-any-return]
 
 
-def check_step(step_function: Callable[..., Any], kind: str, label: str) -> None:
+def sample_arrays(tensors: tuple[dict[str, Any], ...], rows: int = _SAMPLE_ROWS) -> dict[str, Any]:
+    """Sample data for the named tensors: ones for numbers, b"sample" for strings."""
+    import numpy as np
+
+    arrays = {}
+    for tensor in tensors:
+        width = max(int(tensor["dims"][-1]), 1) if tensor["dims"] else 1
+        if tensor["data_type"] == "TYPE_STRING":
+            arrays[tensor["name"]] = np.full((rows, width), b"sample", dtype=np.object_)
+        else:
+            arrays[tensor["name"]] = np.ones((rows, width), dtype=_NUMPY[tensor["data_type"]])
+    return arrays
+
+
+_NUMPY = {"TYPE_FP32": "float32", "TYPE_INT64": "int64", "TYPE_INT32": "int32", "TYPE_BOOL": "bool"}
+
+
+def check_arrays(result: Any, tensors: tuple[dict[str, Any], ...], rows: int, label: str) -> dict[str, Any]:
+    """`result` if it holds every named tensor with `rows` rows; a ValueError naming what is wrong."""
+    import numpy as np
+
+    names = [tensor["name"] for tensor in tensors]
+    if not isinstance(result, dict) or sorted(result) != sorted(names):
+        got = sorted(result) if isinstance(result, dict) else type(result).__name__
+        raise ValueError(f"{label} must return a dict with exactly {names}, got {got}")
+    checked = {}
+    for tensor in tensors:
+        value = np.asarray(result[tensor["name"]])
+        if value.ndim != 2 or value.shape[0] != rows:
+            raise ValueError(
+                f"{label} returned {tensor['name']} of shape {value.shape}; expected {rows} rows, 2-D"
+            )
+        if tensor["data_type"] == "TYPE_STRING":
+            value = np.array([[_as_bytes(item) for item in row] for row in value], dtype=np.object_)
+        else:
+            value = value.astype(_NUMPY[tensor["data_type"]])
+        checked[tensor["name"]] = value
+    return checked
+
+
+def _as_bytes(item: Any) -> bytes:
+    return item if isinstance(item, bytes) else str(item).encode("utf-8")
+
+
+def check_step(
+    step_function: Callable[..., Any], kind: str, label: str, tensors: tuple[dict[str, Any], ...] = ()
+) -> None:
     """Call the step once on sample data and check its contract (same length, right types)."""
     import numpy as np
 
+    if kind == "arrays":
+        try:
+            check_arrays(step_function(sample_arrays(tensors)), tensors, _SAMPLE_ROWS, f"step {label}")
+        except ValueError as error:
+            raise SpecError(str(error)) from None
+        return
     if kind == "text":
         sample: Any = ["A short sample text.", "Another one."]
         result = step_function(list(sample))
@@ -119,14 +181,23 @@ def check_step(step_function: Callable[..., Any], kind: str, label: str) -> None
         raise SpecError(f"step {label} must return a 2-D array with one row per input row")
 
 
-def copy_steps(specs: dict[str, tuple[str, ...]], kinds: dict[str, str], model_dir: Path) -> list[Step]:
-    """Check each SPEC and copy its source file into `model_dir/sidecars`; write steps.json."""
+def copy_steps(
+    specs: dict[str, tuple[str, ...]],
+    kinds: dict[str, str],
+    model_dir: Path,
+    tensors: tuple[dict[str, Any], ...] = (),
+) -> list[Step]:
+    """Check each SPEC and copy its source file into `model_dir/sidecars`; write steps.json.
+
+    `tensors` are the named outputs an `arrays` step takes and returns.
+    """
     steps = []
     for stage, stage_specs in specs.items():
         for index, spec in enumerate(stage_specs):
             path, function = _source_file(spec)
             label = f"{stage} step {spec}"
-            check_step(load_function(path, function), kinds[stage], label)
+            step_tensors = tensors if kinds[stage] == "arrays" else ()
+            check_step(load_function(path, function), kinds[stage], label, step_tensors)
             target_dir = model_dir / STEPS_DIR
             target_dir.mkdir(parents=True, exist_ok=True)
             copied = f"{stage}_{index}_{path.name}"
@@ -134,7 +205,13 @@ def copy_steps(specs: dict[str, tuple[str, ...]], kinds: dict[str, str], model_d
             digest = hashlib.sha256((target_dir / copied).read_bytes()).hexdigest()
             steps.append(
                 Step(
-                    stage=stage, index=index, kind=kinds[stage], file=copied, function=function, sha256=digest
+                    stage=stage,
+                    index=index,
+                    kind=kinds[stage],
+                    file=copied,
+                    function=function,
+                    sha256=digest,
+                    tensors=step_tensors,
                 )
             )
     if steps:
@@ -149,7 +226,10 @@ def read_steps(model_dir: Path) -> list[Step]:
     file = model_dir / STEPS_DIR / STEPS_FILE
     if not file.is_file():
         return []
-    return [Step(**entry) for entry in json.loads(file.read_text(encoding="utf-8"))]
+    return [
+        Step(**{**entry, "tensors": tuple(entry.get("tensors", ()))})
+        for entry in json.loads(file.read_text(encoding="utf-8"))
+    ]
 
 
 def serve_step(model_dir: Path, step: Step, ports: tuple[int, int, int]) -> None:
@@ -161,7 +241,24 @@ def serve_step(model_dir: Path, step: Step, ports: tuple[int, int, int]) -> None
 
     function = load_function(model_dir / STEPS_DIR / step.file, step.function)
 
-    if step.kind == "text":
+    if step.kind == "arrays":
+
+        @batch
+        def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+            rows = len(next(iter(inputs.values())))
+            return check_arrays(function(dict(inputs)), step.tensors, rows, step.name)
+
+        tensors = [
+            Tensor(
+                name=tensor["name"],
+                dtype=bytes
+                if tensor["data_type"] == "TYPE_STRING"
+                else np.dtype(_NUMPY[tensor["data_type"]]),
+                shape=(-1,),
+            )
+            for tensor in step.tensors
+        ]
+    elif step.kind == "text":
 
         @batch
         def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
@@ -171,8 +268,7 @@ def serve_step(model_dir: Path, step: Step, ports: tuple[int, int, int]) -> None
                 raise ValueError(f"{step.name} returned {len(result)} texts for {len(texts)}")
             return {STEP_TENSOR: np.array([[str(t).encode("utf-8")] for t in result], dtype=np.object_)}
 
-        dtype: Any = bytes
-        shape: tuple[int, ...] = (1,)
+        tensors = [Tensor(name=STEP_TENSOR, dtype=bytes, shape=(1,))]
     else:
 
         @batch
@@ -183,7 +279,7 @@ def serve_step(model_dir: Path, step: Step, ports: tuple[int, int, int]) -> None
                 raise ValueError(f"{step.name} returned shape {result.shape} for {vectors.shape[0]} rows")
             return {STEP_TENSOR: result}
 
-        dtype, shape = np.float32, (-1,)
+        tensors = [Tensor(name=STEP_TENSOR, dtype=np.float32, shape=(-1,))]
     http_port, grpc_port, metrics_port = ports
     config = TritonConfig(
         http_address="127.0.0.1",
@@ -197,8 +293,8 @@ def serve_step(model_dir: Path, step: Step, ports: tuple[int, int, int]) -> None
         triton.bind(
             model_name=STEP_MODEL,
             infer_func=infer,
-            inputs=[Tensor(name=STEP_TENSOR, dtype=dtype, shape=shape)],
-            outputs=[Tensor(name=STEP_TENSOR, dtype=dtype, shape=shape)],
+            inputs=tensors,
+            outputs=tensors,
             config=ModelConfig(max_batch_size=256),
             strict=False,
         )

@@ -102,7 +102,8 @@ class Task:
     not_yet: ClassVar[str | None] = None  # why this version recognises the task but cannot build it
     needs_tokenizer: ClassVar[bool] = True  # the build checks the tokenizer before writing anything
     pre_steps: ClassVar[bool] = False  # takes `--pre` steps (texts → texts) before the model
-    post_step_kind: ClassVar[str | None] = None  # what `--post` steps take and return: text, vectors
+    # what `--post` steps take and return: text, vectors, or arrays (the named outputs)
+    post_step_kind: ClassVar[str | None] = None
 
     @property
     def text_inputs(self) -> tuple[str, ...]:

@@ -36,6 +36,8 @@ class SequenceClassificationTask(Task):
     """Shared by classifiers and rerankers: an encoder with a `*ForSequenceClassification` head."""
 
     pairs = False
+    pre_steps = True  # on every TEXT (and, for rerankers, every QUERY)
+    post_step_kind = "arrays"  # the named outputs: {"SCORES", "LABEL"} or {"SCORE"}
 
     def _fits(self, facts: ModelFacts) -> bool:
         raise NotImplementedError

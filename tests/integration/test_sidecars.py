@@ -9,7 +9,9 @@ request. A killed sidecar is restarted by the supervisor.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import os
 import signal
 import time
@@ -19,16 +21,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from classifier_fixtures import write_classifier
 from conftest import running_server
 from sentence_transformers import SentenceTransformer
 from seq2seq_fixtures import Reference, generate, session_t5, tiny_t5  # noqa: F401  (fixture)
 
 from model_repo_builder.build import BuildResult, build
-from model_repo_builder.client import infer
-from model_repo_builder.errors import InferenceError
+from model_repo_builder.client import infer, infer_task
+from model_repo_builder.errors import InferenceError, SpecError
+from model_repo_builder.export.classifier_verify import reference_scores
 from model_repo_builder.runtime.server import TritonServer
 from model_repo_builder.runtime.supervisor import Supervisor
 from model_repo_builder.spec import BuildSpec
+from model_repo_builder.tasks import get_task
 
 pytestmark = pytest.mark.integration
 
@@ -150,3 +155,106 @@ def test_generation_steps_wrap_the_prompt_and_the_text(tmp_path_factory, tiny_t5
                 expected_ids = reference.ids(STEPS.translate_prompt([prompt])[0], 8)
                 assert row == expected_ids
                 assert text == STEPS.shout([reference.text(expected_ids)])[0]
+
+
+@pytest.fixture(scope="module")
+def classifier_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    models = tmp_path_factory.mktemp("classifier-models")
+    return {
+        "classifier": write_classifier(models / "classifier", num_labels=3),
+        "reranker": write_classifier(models / "reranker", num_labels=1, seed=1),
+    }
+
+
+def _classifier_reference(model_dir: Path, texts: list[str]) -> dict[str, np.ndarray]:
+    """The source classifier's outputs (SCORES, LABEL) on `texts`, in PyTorch."""
+    scores = reference_scores(model_dir, tuple(texts), None, "softmax", 512, allow_pickle=False)
+    id2label = json.loads((model_dir / "config.json").read_text())["id2label"]
+    labels = np.array([[id2label[str(i)].encode()] for i in scores.argmax(axis=1)], dtype=np.object_)
+    return {"SCORES": scores, "LABEL": labels}
+
+
+@pytest.fixture(scope="module")
+def classifier_steps_file(tmp_path_factory: pytest.TempPathFactory, classifier_models) -> Path:
+    """examples/steps.py with the abstention threshold at the middle top score of TEXTS.
+
+    So the served answers show the step at work: one text becomes "uncertain", the others keep
+    their label (the threshold of the example, 0.5, may leave a random model's labels alone).
+    """
+    reference = _classifier_reference(classifier_models["classifier"], STEPS.scrub_emails(TEXTS))
+    threshold = float(np.median(reference["SCORES"].max(axis=1)))
+    path = tmp_path_factory.mktemp("steps") / "steps.py"
+    path.write_text(STEPS_FILE.read_text() + f"\nUNSURE_BELOW = {threshold!r}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def classifiers_with_steps(
+    tmp_path_factory: pytest.TempPathFactory, classifier_models: dict[str, Path], classifier_steps_file: Path
+) -> Iterator[dict[str, tuple[BuildResult, TritonServer]]]:
+    """A classifier and a reranker with a text pre step and a named-array post step, served."""
+    post = {
+        "classifier": f"{classifier_steps_file}:abstain_when_unsure",
+        "reranker": f"{STEPS_FILE}:calibrate_relevance",
+    }
+    with contextlib.ExitStack() as stack:
+        served = {}
+        for kind, model_dir in classifier_models.items():
+            spec = BuildSpec(
+                source=str(model_dir),
+                output=tmp_path_factory.mktemp(f"repos-{kind}"),
+                name=f"{kind}-steps",
+                pre=(f"{STEPS_FILE}:scrub_emails",),
+                post=(post[kind],),
+            )
+            built = build(spec)
+            served[kind] = (built, stack.enter_context(running_server(built.repository)))
+        yield served
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_classifier_steps_change_scores_and_labels_exactly_as_the_callables_do(
+    classifiers_with_steps, classifier_models, protocol
+) -> None:
+    built, server = classifiers_with_steps["classifier"]
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    outputs = infer_task(built.name, get_task("text-classification"), {"TEXT": TEXTS}, url, protocol)
+    reference = _classifier_reference(classifier_models["classifier"], STEPS.scrub_emails(TEXTS))
+    np.testing.assert_allclose(outputs["SCORES"], reference["SCORES"], atol=1e-4)
+    labels = outputs["LABEL"].reshape(-1).tolist()
+    assert labels.count(STEPS.UNSURE) == 1  # the step replaced the least certain label only
+    kept = [index for index, label in enumerate(labels) if label != STEPS.UNSURE]
+    assert [labels[i] for i in kept] == [reference["LABEL"][i, 0] for i in kept]
+    assert built.manifest.model["steps"] == ["pre-0-scrub_emails", "post-0-abstain_when_unsure"]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_reranker_steps_rewrite_queries_and_passages_and_calibrate_scores(
+    classifiers_with_steps, classifier_models, protocol
+) -> None:
+    from sentence_transformers import CrossEncoder
+
+    built, server = classifiers_with_steps["reranker"]
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    queries = ["mail alice@example.org about it", "what serves models?", "launch"]
+    outputs = infer_task(
+        built.name, get_task("text-ranking"), {"QUERY": queries, "TEXT": TEXTS}, url, protocol
+    )
+    pairs = list(zip(STEPS.scrub_emails(queries), STEPS.scrub_emails(TEXTS), strict=True))
+    raw = CrossEncoder(str(classifier_models["reranker"]), device="cpu").predict(pairs)
+    expected = STEPS.calibrate_relevance({"SCORE": np.asarray(raw, dtype=np.float32).reshape(-1, 1)})
+    np.testing.assert_allclose(outputs["SCORE"].reshape(-1), expected["SCORE"].reshape(-1), atol=1e-4)
+
+
+def test_a_named_array_step_that_breaks_the_contract_is_refused_at_build(
+    tmp_path: Path, classifier_models
+) -> None:
+    spec = BuildSpec(
+        source=str(classifier_models["reranker"]),
+        output=tmp_path / "repos",
+        name="bad-steps",
+        post=(f"{STEPS_FILE}:shout",),  # a text step: takes a list, not the named outputs
+    )
+    with pytest.raises(SpecError, match=r"must return a dict with exactly \['SCORE'\]"):
+        build(spec)
+    assert not (tmp_path / "repos" / "bad-steps").exists()

@@ -3,6 +3,9 @@
 Each request is validated on its own, so one bad request in a dynamic batch gets its own
 INVALID_ARG error while the others are answered from one batched ONNX Runtime call per execute().
 For reranking every batch row is one query/passage pair, so the batcher mixes pairs of many requests.
+Pre steps (sidecars) rewrite every TEXT and QUERY; post steps take and return the named outputs. Each
+runs once per batch and again per request when it fails, so only the requests it fails on get its
+error (500).
 """
 
 import json
@@ -14,7 +17,7 @@ import trb_runtime  # noqa: F401  (first: makes the virtual environment importab
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from sequence_classifier import ClassifierSettings, SequenceClassifier
-from trb_runtime import InvalidRequestError, decode_texts
+from trb_runtime import InvalidRequestError, Sidecars, StepError, decode_texts
 
 QUERY_INPUT = "QUERY"
 TEXT_INPUT = "TEXT"
@@ -37,6 +40,8 @@ class TritonPythonModel:
             os.path.join(version_dir, "model.onnx"), os.path.join(version_dir, "tokenizer.json"), settings
         )
         self.pairs = settings.pairs
+        steps_file = os.path.join(args["model_repository"], "sidecars", "steps.json")
+        self.sidecars = Sidecars.for_model(args["model_name"], steps_file)
 
     def _parse(self, request):
         limit = self.classifier.settings.max_text_bytes
@@ -55,35 +60,64 @@ class TritonPythonModel:
             )
         return texts, queries
 
-    def _response(self, scores):
+    def _outputs(self, scores):
+        """The named outputs of one request's rows."""
         if self.pairs:
-            return pb_utils.InferenceResponse([pb_utils.Tensor("SCORE", np.ascontiguousarray(scores[:, :1]))])
+            return {"SCORE": np.ascontiguousarray(scores[:, :1])}
         labels = np.array(
             [[label.encode("utf-8")] for label in self.classifier.labels_of(scores)], dtype=np.object_
         )
-        return pb_utils.InferenceResponse(
-            [pb_utils.Tensor("SCORES", np.ascontiguousarray(scores)), pb_utils.Tensor("LABEL", labels)]
-        )
+        return {"SCORES": np.ascontiguousarray(scores), "LABEL": labels}
+
+    def _prepare(self, parsed):
+        """Each request's texts and queries after the pre steps (a StepError for those they fail on)."""
+        indices = list(parsed)
+        # One pre-step call for every text and query of the batch: queries after texts, per request.
+        joined = [texts + (queries or []) for texts, queries in parsed.values()]
+        prepared = {}
+        for index, outcome in zip(indices, self.sidecars.run_each("pre", joined), strict=True):
+            if isinstance(outcome, StepError):
+                prepared[index] = outcome
+                continue
+            count = len(parsed[index][0])
+            prepared[index] = (outcome[:count], outcome[count:] if self.pairs else None)
+        return prepared
 
     def execute(self, requests):
         """Answer each request with its own rows of one batched computation."""
         responses = [None] * len(requests)
-        texts, queries, owners = [], [], []
+        parsed = {}
         for index, request in enumerate(requests):
             try:
-                request_texts, request_queries = self._parse(request)
+                parsed[index] = self._parse(request)
             except InvalidRequestError as error:
-                responses[index] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
-                )
+                responses[index] = _error(error)
+        texts, queries, owners = [], [], []
+        for index, outcome in self._prepare(parsed).items():
+            if isinstance(outcome, StepError):
+                responses[index] = _error(outcome)
                 continue
-            texts.extend(request_texts)
-            queries.extend(request_queries or ())
-            owners.append((index, len(request_texts)))
-        if texts:
-            scores = self.classifier.scores(texts, queries if self.pairs else None)
-            start = 0
-            for index, count in owners:
-                responses[index] = self._response(scores[start : start + count])
-                start += count
+            texts.extend(outcome[0])
+            queries.extend(outcome[1] or ())
+            owners.append((index, len(outcome[0])))
+        if not texts:
+            return responses
+        scores = self.classifier.scores(texts, queries if self.pairs else None)
+        groups, start = [], 0
+        for _, count in owners:
+            groups.append(self._outputs(scores[start : start + count]))
+            start += count
+        for (index, _), outcome in zip(owners, self.sidecars.run_each("post", groups), strict=True):
+            if isinstance(outcome, StepError):
+                responses[index] = _error(outcome)
+                continue
+            responses[index] = pb_utils.InferenceResponse(
+                [pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in outcome.items()]
+            )
         return responses
+
+
+def _error(error):
+    """400 / INVALID_ARGUMENT for a request that cannot be served as sent; 500 when a step failed."""
+    code = pb_utils.TritonError.INTERNAL if isinstance(error, StepError) else pb_utils.TritonError.INVALID_ARG
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), code))

@@ -180,8 +180,7 @@ class Sidecars:
         """
         if not groups or not self.has(stage):
             return list(groups)
-        texts = isinstance(groups[0], list)
-        joined = [item for group in groups for item in group] if texts else np.concatenate(groups)
+        joined = _join(groups)
         try:
             result = self.run(stage, joined)
         except StepError:
@@ -194,22 +193,36 @@ class Sidecars:
             return outcomes
         split, start = [], 0
         for group in groups:
-            split.append(result[start : start + len(group)])
-            start += len(group)
+            rows = _rows(group)
+            split.append(_slice(result, start, start + rows))
+            start += rows
         return split
 
     def run(self, stage: str, data: Any) -> Any:
-        """Pass `data` (list of texts, or a float32 [rows, dim] array) through the stage's steps in order."""
+        """Pass `data` through the stage's steps in order.
+
+        `data` is a list of texts, a float32 [rows, dim] array, or (named-array steps) a dict of
+        arrays with the same number of rows, which each step returns under the same names.
+        """
         import tritonclient.http as httpclient
-        from tritonclient.utils import InferenceServerException
+        from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
         for position, url in enumerate(self.endpoints.get(stage, [])):
             texts = isinstance(data, list)
-            array = np.array([[t.encode("utf-8")] for t in data], dtype=np.object_) if texts else data
-            tensor = httpclient.InferInput("DATA", list(array.shape), "BYTES" if texts else "FP32")
-            tensor.set_data_from_numpy(array)
+            if isinstance(data, dict):
+                named = dict(data)
+            else:
+                named = {
+                    "DATA": np.array([[t.encode("utf-8")] for t in data], dtype=np.object_) if texts else data
+                }
+            tensors = []
+            for name, array in named.items():
+                tensor = httpclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+                tensor.set_data_from_numpy(array)
+                tensors.append(tensor)
+            outputs = [httpclient.InferRequestedOutput(name) for name in named]
             try:
-                result = self._client(url).infer("step", [tensor]).as_numpy("DATA")
+                answer = self._client(url).infer("step", tensors, outputs=outputs)
             except InferenceServerException as error:
                 reason = _step_reason(error.message())
                 raise StepError(f"{stage}-processing step {position} failed: {reason}") from None
@@ -217,8 +230,32 @@ class Sidecars:
                 raise StepError(
                     f"{stage}-processing step {position} is unreachable at {url}: {error}"
                 ) from None
-            data = [row.reshape(-1)[0].decode("utf-8") for row in result] if texts else result
+            if isinstance(data, dict):
+                data = {name: answer.as_numpy(name) for name in named}
+            else:
+                result = answer.as_numpy("DATA")
+                data = [row.reshape(-1)[0].decode("utf-8") for row in result] if texts else result
         return data
+
+
+def _rows(data: Any) -> int:
+    return len(next(iter(data.values()))) if isinstance(data, dict) else len(data)
+
+
+def _slice(data: Any, start: int, end: int) -> Any:
+    if isinstance(data, dict):
+        return {name: value[start:end] for name, value in data.items()}
+    return data[start:end]
+
+
+def _join(groups: list[Any]) -> Any:
+    """Several requests' data as one: texts concatenated, arrays stacked (by name for dicts)."""
+    first = groups[0]
+    if isinstance(first, list):
+        return [item for group in groups for item in group]
+    if isinstance(first, dict):
+        return {name: np.concatenate([group[name] for group in groups]) for name in first}
+    return np.concatenate(groups)
 
 
 def encoder_parameters(settings: Any) -> dict[str, str]:
