@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -90,3 +91,84 @@ def test_sigterm_under_load_lets_in_flight_requests_finish_and_exits_zero(fp32_r
         :3
     ]
     assert any(outcome == "ok" and sent > signalled - 1.0 for sent, outcome in results)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid` (its children, theirs, …), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, stack = set(), [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.add(child)
+            stack.append(child)
+    return found
+
+
+def _command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+ORPHAN_BOUND_S = 60.0  # each server's graceful exit (PyTriton's: 5 s) plus margin for 2 busy cores
+
+
+def test_a_killed_launcher_leaves_no_server_sidecar_or_shared_memory_behind(
+    tmp_path: Path, free_ports
+) -> None:
+    from model_repo_builder.build import build
+    from model_repo_builder.spec import BuildSpec
+
+    noop = Path(__file__).resolve().parents[2] / "examples" / "noop.py"
+    built = build(
+        BuildSpec(source="minilm", output=tmp_path / "repos", name="with-step", pre=(f"{noop}:identity",))
+    )
+    http, grpc, metrics = free_ports(3)
+    command = [
+        str(Path(sys.executable).with_name("trb")),
+        "launch",
+        str(built.repository),
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--metrics-port",
+        str(metrics),
+    ]
+    launcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not _ready(http):
+            assert launcher.poll() is None and time.monotonic() < deadline, "trb launch was not ready"
+            time.sleep(0.2)
+        tree = _descendants(launcher.pid)
+        servers = [pid for pid in tree if _command_name(pid) == "tritonserver"]
+        assert len(servers) == 2  # trb's server and the sidecar's own PyTriton server
+        launcher.kill()  # SIGKILL: no handler of trb's runs
+        launcher.wait()
+        deadline = time.monotonic() + ORPHAN_BOUND_S
+        while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    left = {pid: Path(f"/proc/{pid}/cmdline").read_text()[:80] for pid in tree if _alive(pid)}
+    assert not left, f"still running {ORPHAN_BOUND_S:.0f} s after the launcher was killed: {left}"
+    regions = [name for name in os.listdir("/dev/shm") if any(str(pid) in name for pid in tree)]
+    assert not regions, f"shared memory left behind: {regions}"
