@@ -7,6 +7,8 @@ clients keep a request each in flight:
                     at batch sizes 1, 8 and 20; the best one counts
     (a8) hf int8    the same with PyTorch dynamic int8 (`quantize_dynamic` of every nn.Linear): the
                     like-for-like baseline of (f)
+    (g) ct2         CTranslate2 in process (its own converter on the same checkpoint), fp32 and
+                    int8, at batch sizes 1, 8 and 20: the engine people pick for fast T5 on CPU
     (b) naive       trb's fp32 `--batching request` repository re-rendered the way a newcomer serves a
                     model: one instance, max_batch_size 1, no dynamic batching
     (c)+(d) trb     the repository `trb build` makes by default: fp32, `--batching continuous`
@@ -25,7 +27,8 @@ together: a harder case for quantization than a trained model).
 
 Results: bench/results/seq2seq.json and bench/results/seq2seq.md; scratch under bench/work/seq2seq/.
 
-    python bench/bench_seq2seq.py            # about 10 minutes on 2 cores
+    pip install -e ".[bench]"                # CTranslate2, a benchmark dependency only
+    python bench/bench_seq2seq.py            # about 12 minutes on 2 cores
     python bench/bench_seq2seq.py --reuse    # reuse the builds of an earlier run
 """
 
@@ -37,11 +40,13 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from common import (
+    CORES,
     built_repository,
     launch,
     load_average,
@@ -72,6 +77,7 @@ PROMPT_TOKENS = 24
 EOS_ID = 1
 TARGET_VS_HF = 2.0
 TARGET_VS_NAIVE = 4.0
+TARGET_VS_CT2 = 1.1
 
 
 def make_model(directory: Path) -> Path:
@@ -133,32 +139,70 @@ class HuggingFace:
             raise RuntimeError(f"generate made {output.shape[1] - 1} tokens, not {NEW_TOKENS}")
         return [row[1:] for row in output.tolist()]
 
-    def measure(self, prompts: list[str], seconds: float, label: str) -> list[dict[str, Any]]:
-        """Tokens/s and per-request latency (its batch's time) at each batch size."""
-        levels = []
-        for batch_size in HF_BATCH_SIZES:
-            self.generate(prompts[:batch_size])  # untimed: the first call at a shape pays one-off costs
-            latencies: list[float] = []
-            tokens, index, start = 0, 0, time.perf_counter()
-            while time.perf_counter() - start < seconds or not latencies:
-                batch = [prompts[(index + i) % len(prompts)] for i in range(batch_size)]
-                index += batch_size
-                began = time.perf_counter()
-                self.generate(batch)
-                latencies += [(time.perf_counter() - began) * 1000] * batch_size
-                tokens += batch_size * NEW_TOKENS
-            level = {
-                "batch_size": batch_size,
-                "tokens_per_s": tokens / (time.perf_counter() - start),
-                "requests": len(latencies),
-                "p50_ms": percentile(latencies, 50),
-                "p90_ms": percentile(latencies, 90),
-                "p99_ms": percentile(latencies, 99),
-                "load_average": load_average(),
-            }
-            LOGGER.info("(%s) batch %d: %.0f tokens/s", label, batch_size, level["tokens_per_s"])
-            levels.append(level)
-        return levels
+
+class CTranslate2:
+    """CTranslate2's Translator in process on the checkpoint converted by its own converter."""
+
+    def __init__(self, model_dir: Path, int8: bool, output: Path):
+        import ctranslate2
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        quantization = "int8" if int8 else None
+        if not (output / "model.bin").is_file():
+            converter = ctranslate2.converters.TransformersConverter(str(model_dir))
+            converter.convert(str(output), quantization=quantization, force=True)
+        # Ids by CTranslate2's own vocabulary: it names the ids the tokenizer has no token for.
+        vocabulary = json.loads((output / "shared_vocabulary.json").read_text(encoding="utf-8"))
+        self.ids = {token: index for index, token in enumerate(vocabulary)}
+        self.translator = ctranslate2.Translator(
+            str(output),
+            device="cpu",
+            compute_type="int8" if int8 else "float32",
+            inter_threads=1,
+            intra_threads=CORES,
+        )
+
+    def generate(self, prompts: list[str]) -> list[list[int]]:
+        """Exactly NEW_TOKENS greedy ids per prompt (min = max decoding length)."""
+        batch = [self.tokenizer.convert_ids_to_tokens(self.tokenizer(prompt).input_ids) for prompt in prompts]
+        results = self.translator.translate_batch(
+            batch, beam_size=1, max_decoding_length=NEW_TOKENS, min_decoding_length=NEW_TOKENS
+        )
+        ids = [[self.ids[token] for token in result.hypotheses[0]] for result in results]
+        if any(len(row) != NEW_TOKENS for row in ids):
+            raise RuntimeError(f"CTranslate2 made {[len(row) for row in ids]} tokens, not {NEW_TOKENS}")
+        return ids
+
+
+def measure_in_process(
+    generate: Callable[[list[str]], list[list[int]]], prompts: list[str], seconds: float, label: str
+) -> list[dict[str, Any]]:
+    """Tokens/s and per-request latency (its batch's time) of `generate` at each batch size."""
+    levels = []
+    for batch_size in HF_BATCH_SIZES:
+        generate(prompts[:batch_size])  # untimed: the first call at a shape pays one-off costs
+        latencies: list[float] = []
+        tokens, index, start = 0, 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or not latencies:
+            batch = [prompts[(index + i) % len(prompts)] for i in range(batch_size)]
+            index += batch_size
+            began = time.perf_counter()
+            generate(batch)
+            latencies += [(time.perf_counter() - began) * 1000] * batch_size
+            tokens += batch_size * NEW_TOKENS
+        level = {
+            "batch_size": batch_size,
+            "tokens_per_s": tokens / (time.perf_counter() - start),
+            "requests": len(latencies),
+            "p50_ms": percentile(latencies, 50),
+            "p90_ms": percentile(latencies, 90),
+            "p99_ms": percentile(latencies, 99),
+            "load_average": load_average(),
+        }
+        LOGGER.info("(%s) batch %d: %.0f tokens/s", label, batch_size, level["tokens_per_s"])
+        levels.append(level)
+    return levels
 
 
 def write_input_data(path: Path, prompts: list[str]) -> Path:
@@ -268,8 +312,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "1-minute load average after each measurement (2 cores; other work may share the machine): "
         + ", ".join(f"{key} {system['load_average']:.1f}" for key, system in systems.items()),
     ]
-    lines += ["", "HF `generate` by batch size (per-request latency = its batch's time):", ""]
-    lines += ["| precision | batch | tokens/s | p50 ms |", "|---|---:|---:|---:|"]
+    lines += ["", "In process by batch size (per-request latency = its batch's time):", ""]
+    lines += ["| engine, precision | batch | tokens/s | p50 ms |", "|---|---:|---:|---:|"]
     for precision, levels in report["hf_levels"].items():
         lines += [
             f"| {precision} | {lv['batch_size']} | {lv['tokens_per_s']:.0f} | {lv['p50_ms']:.0f} |"
@@ -332,26 +376,44 @@ def main() -> None:
     hf_levels: dict[str, list[dict[str, Any]]] = {}
     best_hf: dict[str, dict[str, Any]] = {}
     reference: list[list[int]] = []
-    for precision in ("fp32", "int8"):
-        hf = HuggingFace(model_dir, int8=precision == "int8")
-        generated = hf.generate(prompts)
-        reference = reference or generated  # fp32 runs first
-        hf_levels[precision] = hf.measure(prompts, args.hf_seconds, f"hf {precision}")
-        best_hf[precision] = {
-            **max(hf_levels[precision], key=lambda level: level["tokens_per_s"]),
-            "fp32_equal_positions": equal_positions(generated, reference),
-        }
-        del hf
+    for engine in ("hf", "ct2"):
+        for precision in ("fp32", "int8"):
+            int8 = precision == "int8"
+            runner = (
+                HuggingFace(model_dir, int8)
+                if engine == "hf"
+                else CTranslate2(model_dir, int8, WORK / f"ct2-{precision}")
+            )
+            generated = runner.generate(prompts)
+            reference = reference or generated  # HF fp32 runs first
+            key = f"{engine} {precision}"
+            hf_levels[key] = measure_in_process(runner.generate, prompts, args.hf_seconds, key)
+            best_hf[key] = {
+                **max(hf_levels[key], key=lambda level: level["tokens_per_s"]),
+                "fp32_equal_positions": equal_positions(generated, reference),
+                "batch_20_p50_ms": hf_levels[key][-1]["p50_ms"],
+            }
+            del runner
     systems: dict[str, dict[str, Any]] = {
         "hf": {
             "label": "(a) HF generate, in process",
-            "config": f"fp32, best batch size {best_hf['fp32']['batch_size']}",
-            **best_hf["fp32"],
+            "config": f"fp32, best batch size {best_hf['hf fp32']['batch_size']}",
+            **best_hf["hf fp32"],
         },
         "hf_int8": {
             "label": "(a8) HF generate, in process",
-            "config": f"PyTorch dynamic int8, best batch size {best_hf['int8']['batch_size']}",
-            **best_hf["int8"],
+            "config": f"PyTorch dynamic int8, best batch size {best_hf['hf int8']['batch_size']}",
+            **best_hf["hf int8"],
+        },
+        "ct2": {
+            "label": "(g) CTranslate2, in process",
+            "config": f"fp32, {CORES} threads, best batch size {best_hf['ct2 fp32']['batch_size']}",
+            **best_hf["ct2 fp32"],
+        },
+        "ct2_int8": {
+            "label": "(g8) CTranslate2, in process",
+            "config": f"int8, {CORES} threads, best batch size {best_hf['ct2 int8']['batch_size']}",
+            **best_hf["ct2 int8"],
         },
         "naive": {
             "label": "(b) naive repository",
@@ -386,6 +448,16 @@ def main() -> None:
         ),
         f"trb fp32 ({best_fp32}) p50 ÷ naive p50 (lower is better)": (
             f"{ratio(systems, best_fp32, 'naive', 'p50_ms'):.2f}"
+        ),
+        "trb fp32 (continuous) tokens/s ÷ CTranslate2 fp32": verdict(
+            ratio(systems, "continuous", "ct2"), TARGET_VS_CT2
+        ),
+        "trb int8 tokens/s ÷ CTranslate2 int8": verdict(ratio(systems, "int8", "ct2_int8"), TARGET_VS_CT2),
+        "trb fp32 p50 ÷ CTranslate2 fp32 p50 at batch 20 (lower is better)": (
+            f"{systems['continuous']['p50_ms'] / systems['ct2']['batch_20_p50_ms']:.2f}"
+        ),
+        "trb int8 p50 ÷ CTranslate2 int8 p50 at batch 20 (lower is better)": (
+            f"{systems['int8']['p50_ms'] / systems['ct2_int8']['batch_20_p50_ms']:.2f}"
         ),
         "continuous ÷ request tokens/s": f"{ratio(systems, 'continuous', 'request'):.2f}",
         "continuous ÷ request p50": f"{ratio(systems, 'continuous', 'request', 'p50_ms'):.2f}",
