@@ -7,7 +7,6 @@ option, so `BuildSpec(instances=0)` fails with "`--instances` must be ≥ 1, got
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,8 +120,9 @@ class BuildSpec:
         """Threads per ONNX Runtime session so that all instances together use the cores once."""
         if self.threads_per_instance is not None:
             return self.threads_per_instance
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return max(1, cores // self.instances)
+        from model_repo_builder.runtime.threads import available_cores
+
+        return max(1, available_cores() // self.instances)
 
     def options(self) -> dict[str, Any]:
         """Every option as plain data, for the manifest; `output` is left out (it is where, not what)."""
@@ -144,9 +144,9 @@ class BuildSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class LaunchSpec:
-    """How `trb launch` runs tritonserver on a repository."""
+    """How `trb launch` runs one tritonserver on one or several repositories, served together."""
 
-    repository: Path
+    repositories: tuple[Path, ...]
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
@@ -157,7 +157,16 @@ class LaunchSpec:
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "repository", Path(self.repository))
+        if isinstance(self.repositories, (str, Path)):
+            raise SpecError("`repositories` must be a sequence of paths, not one path")
+        given = tuple(Path(r) for r in self.repositories)
+        if not given:
+            raise SpecError("`REPOSITORY` is required: at least one repository to serve")
+        resolved = [path.resolve() for path in given]
+        repeated = sorted({str(path) for path in given if resolved.count(path.resolve()) > 1})
+        if repeated:
+            raise SpecError(f"`REPOSITORY` given more than once: {', '.join(repeated)}")
+        object.__setattr__(self, "repositories", given)
         for flag, port in (
             ("--http-port", self.http_port),
             ("--grpc-port", self.grpc_port),
@@ -173,6 +182,11 @@ class LaunchSpec:
         if self.startup_timeout_s <= 0:
             raise SpecError(f"`--startup-timeout` must be > 0 seconds, got {self.startup_timeout_s}")
         _require_int_at_least("--exit-timeout", self.exit_timeout_s, 0)
+
+    @property
+    def repository(self) -> Path:
+        """The first repository (the only one, usually)."""
+        return self.repositories[0]
 
 
 PROFILE_KINDS = ("ramp", "interval", "soak", "stress")

@@ -14,7 +14,7 @@ DEFAULT_IMAGE = "trb-triton:24.10"
 def docker_command(
     spec: LaunchSpec, image: str = DEFAULT_IMAGE, gpus: bool = False, admin_key: str = "CHANGE-ME"
 ) -> list[str]:
-    """The `docker run` command serving `spec.repository` read-only with trb's secure defaults.
+    """The `docker run` command serving `spec.repositories` read-only with trb's secure defaults.
 
     Inside the container Triton listens on all interfaces (it must, to be reachable through the
     port mapping); the ports are published on `spec.host` only, loopback by default.
@@ -25,12 +25,18 @@ def docker_command(
         command.append("--gpus=all")
     for port in (spec.http_port, spec.grpc_port, spec.metrics_port):
         command += ["-p", f"{spec.host}:{port}:{port}"]
+    # One mount per repository: /models for one, /models/0, /models/1, … for several.
+    mounts = (
+        ["/models"]
+        if len(spec.repositories) == 1
+        else [f"/models/{i}" for i in range(len(spec.repositories))]
+    )
+    for repository, mount in zip(spec.repositories, mounts, strict=True):
+        command += ["-v", f"{repository.resolve()}:{mount}:ro"]
     command += [
-        "-v",
-        f"{spec.repository.resolve()}:/models:ro",
         image,
         "tritonserver",
-        "--model-repository=/models",
+        *(f"--model-repository={mount}" for mount in mounts),
         "--model-control-mode=none",
         "--strict-readiness=true",
         f"--http-port={spec.http_port}",

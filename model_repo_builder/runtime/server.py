@@ -1,9 +1,13 @@
 """The tritonserver process: start, wait until every model is ready, stop gracefully.
 
-Secure defaults: binds to loopback unless told otherwise; every model of the repository is loaded at
-start and model control is explicit only so that the supervisor can reload a broken model: the
-model-repository API (load/unload), like the shared-memory, logging and trace APIs, needs an admin
-key that only this process knows.
+Secure defaults: binds to loopback unless told otherwise; every model of the repositories is loaded
+at start and model control is explicit so that the supervisor can reload a broken model and an
+operator can load and unload models (`trb models`): the model-repository API, like the
+shared-memory, logging and trace APIs, needs an admin key that only this process and its user know.
+
+Several repositories are served by one process (`--model-repository` once each); a model name two
+of them hold is refused before start, and the cores are divided across all their instances
+(`runtime/threads.py`).
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.manifest import MANIFEST_NAME, read_manifest
 from model_repo_builder.repository.writer import file_hashes
 from model_repo_builder.runtime.sidecar import SidecarProcess, endpoints, sidecar_processes
+from model_repo_builder.runtime.threads import ThreadSplit, thread_split
 from model_repo_builder.runtime.tools import find_tritonserver
 from model_repo_builder.spec import LaunchSpec
-from model_repo_builder.templates.common.trb_runtime import SIDECARS_VARIABLE
+from model_repo_builder.templates.common.trb_runtime import LAUNCH_PARAMETERS_VARIABLE, SIDECARS_VARIABLE
 
 LOGGER = logging.getLogger(__name__)
 
@@ -56,6 +61,20 @@ def repository_models(repository: Path) -> list[str]:
     for name in models:
         model_config.parse((repository / name / "config.pbtxt").read_text(encoding="utf-8"))
     return models
+
+
+def served_models(repositories: tuple[Path, ...]) -> dict[str, Path]:
+    """Every model of every repository → the repository holding it; a name in two is a `RepositoryError`."""
+    owners: dict[str, Path] = {}
+    for repository in repositories:
+        for model in repository_models(repository):
+            if model in owners:
+                raise RepositoryError(
+                    f"model '{model}' is in both {owners[model]} and {repository}; one server cannot "
+                    "serve two models of one name: rebuild one with another `--name`"
+                )
+            owners[model] = repository
+    return dict(sorted(owners.items()))
 
 
 def check_port_free(host: str, port: int, flag: str) -> None:
@@ -99,12 +118,14 @@ def die_with_parent() -> None:
 
 
 class TritonServer:
-    """A supervised tritonserver on one repository; use as a context manager or start()/stop()."""
+    """A tritonserver on one or several repositories; use as a context manager or start()/stop()."""
 
     def __init__(self, spec: LaunchSpec):
         self.spec = spec
         self.admin_key = secrets.token_urlsafe(24)
         self.models: list[str] = []
+        self.model_repositories: dict[str, Path] = {}  # model → the repository holding it
+        self.threads: ThreadSplit | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
         self._log_handle: object | None = None
@@ -147,7 +168,7 @@ class TritonServer:
         host = self.spec.host
         return [
             str(installation.binary),
-            f"--model-repository={self.spec.repository.resolve()}",
+            *(f"--model-repository={repository.resolve()}" for repository in self.spec.repositories),
             f"--backend-directory={installation.backend_dir}",
             f"--cache-directory={installation.cache_dir}",
             # Explicit control, every model loaded at start: the supervisor reloads a broken model
@@ -178,8 +199,18 @@ class TritonServer:
         """
         if self.is_alive():
             raise ServerError("this server is already running")
-        self.models = repository_models(self.spec.repository)
-        check_repository_files(self.spec.repository)
+        self.model_repositories = served_models(self.spec.repositories)
+        self.models = list(self.model_repositories)
+        for repository in self.spec.repositories:
+            check_repository_files(repository)
+        self.threads = thread_split(self.model_repositories)
+        if self.threads.oversubscribed:
+            LOGGER.warning(
+                "%d instances need more threads than the %d cores: %s",
+                sum(m.instances for m in self.threads.models),
+                self.threads.cores,
+                self.threads.describe(),
+            )
         for flag, port in (
             ("--http-port", self.spec.http_port),
             ("--grpc-port", self.spec.grpc_port),
@@ -189,7 +220,13 @@ class TritonServer:
         installation = find_tritonserver()
         command = self.command()
         # Sidecars first: a model's warmup already runs its steps.
-        self.sidecars = [process.start() for process in sidecar_processes(self.spec.repository, self.models)]
+        self.sidecars = [
+            process.start()
+            for repository in self.spec.repositories
+            for process in sidecar_processes(
+                repository, [m for m, r in self.model_repositories.items() if r == repository]
+            )
+        ]
         try:
             for sidecar in self.sidecars:
                 sidecar.wait_ready(self.spec.startup_timeout_s)
@@ -199,10 +236,15 @@ class TritonServer:
             raise
         environment = installation.environment()
         environment[SIDECARS_VARIABLE] = json.dumps(endpoints(self.sidecars))
+        environment[LAUNCH_PARAMETERS_VARIABLE] = json.dumps(self.threads.overrides())
         log_file = tempfile.NamedTemporaryFile(prefix="tritonserver-", suffix=".log", delete=False)  # noqa: SIM115
         self._log_path = Path(log_file.name)
         self._log_handle = log_file
-        LOGGER.info("starting tritonserver on %s (log: %s)", self.spec.repository, self._log_path)
+        LOGGER.info(
+            "starting tritonserver on %s (log: %s)",
+            ", ".join(map(str, self.spec.repositories)),
+            self._log_path,
+        )
         LOGGER.debug("command: %s", " ".join(command))
         self._process = subprocess.Popen(
             command,

@@ -98,7 +98,7 @@ class Supervisor:
         self.interval_s = interval_s
         self.max_backoff_s = max_backoff_s
         self.states = {model: _ModelState() for model in server.models}
-        self._expected = {m: expected_stubs(server.spec.repository, m) for m in server.models}
+        self._expected = {m: expected_stubs(server.model_repositories[m], m) for m in server.models}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -210,6 +210,7 @@ class Supervisor:
             "pid": self.server.pid,
             "metrics_url": self.server.metrics_url,
             "models": list(self.server.models),
+            "repositories": {model: str(path) for model, path in self.server.model_repositories.items()},
             "restarts": self.restarts(),
             "sidecars": [
                 {"step": sidecar.label, "url": sidecar.url, "alive": sidecar.is_alive()}
