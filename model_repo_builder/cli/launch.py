@@ -113,7 +113,7 @@ def command(
             if server.threads is not None and server.threads.models:
                 shared = "shared by all models" if len(repositories) > 1 else "as built"
                 click.echo(f"  threads  {server.threads.describe()}, {shared}")
-                if server.threads.oversubscribed:
+                if server.threads.oversubscribed and len(repositories) > 1:
                     click.echo(
                         f"warning: the instances run {server.threads.total_threads} threads on "
                         f"{server.threads.cores} cores; build with fewer `--instances` to avoid contention",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from model_repo_builder.runtime.server import ADMIN_HEADER, RESTRICTED_APIS
+from model_repo_builder.runtime.admin import ADMIN_HEADER
+from model_repo_builder.runtime.server import RESTRICTED_APIS
 from model_repo_builder.spec import LaunchSpec
 
 DEFAULT_IMAGE = "trb-triton:24.10"

@@ -32,6 +32,7 @@ from model_repo_builder.errors import PortInUseError, RepositoryError, ServerErr
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.manifest import MANIFEST_NAME, read_manifest
 from model_repo_builder.repository.writer import file_hashes
+from model_repo_builder.runtime.admin import ADMIN_HEADER, key_file, write_key
 from model_repo_builder.runtime.sidecar import SidecarProcess, endpoints, sidecar_processes
 from model_repo_builder.runtime.threads import ThreadSplit, thread_split
 from model_repo_builder.runtime.tools import find_tritonserver
@@ -40,7 +41,6 @@ from model_repo_builder.templates.common.trb_runtime import LAUNCH_PARAMETERS_VA
 
 LOGGER = logging.getLogger(__name__)
 
-ADMIN_HEADER = "trb-admin-key"
 RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
 _PR_SET_PDEATHSIG = 1
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)'[^:]*: (.*)")
@@ -204,7 +204,7 @@ class TritonServer:
         for repository in self.spec.repositories:
             check_repository_files(repository)
         self.threads = thread_split(self.model_repositories)
-        if self.threads.oversubscribed:
+        if self.threads.oversubscribed and len(self.spec.repositories) > 1:
             LOGGER.warning(
                 "%d instances need more threads than the %d cores: %s",
                 sum(m.instances for m in self.threads.models),
@@ -254,7 +254,13 @@ class TritonServer:
             env=environment,
             preexec_fn=die_with_parent,
         )
+        write_key(self.key_path, self.admin_key)  # for `trb models` run by this user
         return self
+
+    @property
+    def key_path(self) -> Path:
+        """The file (this user only) holding the admin key while the server runs."""
+        return key_file(self.spec.http_port)
 
     def logs(self) -> str:
         """Everything the server has written so far."""
@@ -321,6 +327,8 @@ class TritonServer:
             self._log_handle = None
         for sidecar in self.sidecars:  # after the server: requests in flight still reach their steps
             sidecar.stop()
+        if self.key_path.is_file() and self.key_path.read_text(encoding="utf-8") == self.admin_key:
+            self.key_path.unlink()
         return process.returncode
 
     def __enter__(self) -> TritonServer:

@@ -31,6 +31,7 @@ class ModelStatus:
     successes: int
     failures: int
     restarts: int
+    unloaded: bool = False  # unloaded on purpose (`trb models unload`); the supervisor leaves it so
 
 
 def state_file(http_port: int) -> Path:
@@ -98,6 +99,7 @@ def server_status(url: str, metrics_url: str | None = None) -> tuple[list[ModelS
                         successes=0,
                         failures=0,
                         restarts=int(state.get("restarts", {}).get(name, 0)),
+                        unloaded=name in state.get("unloaded", []),
                     )
                 )
                 continue
