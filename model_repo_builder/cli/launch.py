@@ -44,6 +44,20 @@ if TYPE_CHECKING:
 )
 @click.option("--gpus", is_flag=True, help="With --docker: pass all GPUs to the container.")
 @click.option(
+    "--cache-size-mb",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Size of the response cache, used when a served model was built with --response-cache.",
+)
+@click.option(
+    "--rate-limit-resource",
+    "rate_limit_resources",
+    multiple=True,
+    help="NAME=COUNT: the budget of a rate limiter resource that models built with "
+    "--rate-limit-resource share (default: the most any one instance needs).",
+)
+@click.option(
     "--supervise/--no-supervise",
     default=True,
     show_default=True,
@@ -60,6 +74,8 @@ def command(
     docker: bool,
     image: str | None,
     gpus: bool,
+    cache_size_mb: int,
+    rate_limit_resources: tuple[str, ...],
     supervise: bool,
 ) -> None:
     """Serve every model of every REPOSITORY in one tritonserver, wait until ready, print the endpoints."""
@@ -78,6 +94,8 @@ def command(
         metrics_port=metrics_port,
         startup_timeout_s=startup_timeout,
         exit_timeout_s=exit_timeout,
+        cache_size_mb=cache_size_mb,
+        rate_limit_resources=rate_limit_resources,
     )
     if docker:
         from model_repo_builder.runtime.docker import DEFAULT_IMAGE, docker_command, docker_unavailable_reason

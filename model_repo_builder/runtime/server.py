@@ -35,7 +35,7 @@ from model_repo_builder.repository.writer import file_hashes
 from model_repo_builder.runtime.admin import ADMIN_HEADER, key_file, write_key
 from model_repo_builder.runtime.sidecar import SidecarProcess, endpoints, sidecar_processes
 from model_repo_builder.runtime.threads import ThreadSplit, thread_split
-from model_repo_builder.runtime.tools import find_tritonserver
+from model_repo_builder.runtime.tools import TritonInstallation, find_tritonserver
 from model_repo_builder.spec import LaunchSpec
 from model_repo_builder.templates.common.trb_runtime import LAUNCH_PARAMETERS_VARIABLE, SIDECARS_VARIABLE
 
@@ -167,6 +167,31 @@ class TritonServer:
         restricted = f"{RESTRICTED_APIS}:{ADMIN_HEADER}={self.admin_key}"
         host = self.spec.host
         return [
+            *self._base_command(installation, restricted, host),
+            *self.feature_flags(),
+            *self.spec.extra_args,
+        ]
+
+    def feature_flags(self) -> list[str]:
+        """The response cache when a model has it on; the rate limiter when a model needs resources."""
+        configs = [
+            model_config.parse((repository / model / "config.pbtxt").read_text(encoding="utf-8"))
+            for model, repository in (
+                self.model_repositories or served_models(self.spec.repositories)
+            ).items()
+        ]
+        flags = []
+        if any(config.response_cache.enable for config in configs):
+            flags.append(f"--cache-config=local,size={self.spec.cache_size_mb * 1024 * 1024}")
+        if any(group.rate_limiter.resources for config in configs for group in config.instance_group):
+            flags.append("--rate-limit=execution_count")
+            flags += [
+                f"--rate-limit-resource={item.replace('=', ':')}" for item in self.spec.rate_limit_resources
+            ]
+        return flags
+
+    def _base_command(self, installation: TritonInstallation, restricted: str, host: str) -> list[str]:
+        return [
             str(installation.binary),
             *(f"--model-repository={repository.resolve()}" for repository in self.spec.repositories),
             f"--backend-directory={installation.backend_dir}",
@@ -189,7 +214,6 @@ class TritonServer:
             f"--http-restricted-api={restricted}",
             f"--grpc-restricted-protocol={restricted}",
             f"--log-verbose={self.spec.log_verbose}",
-            *self.spec.extra_args,
         ]
 
     def start(self) -> TritonServer:
