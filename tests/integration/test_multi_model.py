@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from classifier_fixtures import write_classifier
 from click.testing import CliRunner
-from conftest import running_server
+from conftest import launch_spec, running_server
 
 from model_repo_builder.build import BuildResult, build
 from model_repo_builder.cli import main
@@ -236,3 +236,55 @@ def test_trb_launch_serves_two_repositories_prints_the_split_and_supervises_both
         launcher.send_signal(signal.SIGTERM)
         launcher.wait(timeout=60)
     assert launcher.returncode == 0
+
+
+def test_priority_levels_and_rate_limited_models_load_and_answer(
+    fp32_repo, classifier_repo, tmp_path
+) -> None:
+    """Two repositories whose models share one rate limiter resource, one of them with priorities."""
+    from model_repo_builder.repository import config as model_config
+    from model_repo_builder.spec import LaunchSpec
+
+    def copy(built, name: str, **options: object) -> Path:
+        target = tmp_path / name
+        shutil.copytree(
+            built.repository / built.name,
+            target / built.name,
+            ignore=shutil.ignore_patterns("config.pbtxt", "__pycache__"),
+        )
+        current = model_config.as_dict(
+            model_config.parse((built.repository / built.name / "config.pbtxt").read_text())
+        )
+        batch = int(current["max_batch_size"])
+        spec = BuildSpec(source="x", max_batch_size=batch, rate_limit_resources=("cpu=1",), **options)  # type: ignore[arg-type]
+        config = {**current, **model_config.scheduling(spec)}
+        (target / built.name / "config.pbtxt").write_text(model_config.render(config), encoding="utf-8")
+        return target  # no trb.yaml: not what `trb build` wrote
+
+    embedder = copy(fp32_repo, "embedder", priority_levels=2, priority_queues=("2=4",))
+    classifier = copy(classifier_repo, "classifier")
+    ports = launch_spec(embedder)
+    spec = LaunchSpec(
+        repositories=(embedder, classifier),
+        http_port=ports.http_port,
+        grpc_port=ports.grpc_port,
+        metrics_port=ports.metrics_port,
+        rate_limit_resources=("cpu=1",),
+    )
+    with TritonServer(spec) as server:
+        command = server.command()
+        assert "--rate-limit=execution_count" in command and "--rate-limit-resource=cpu:1" in command
+        task = get_task("feature-extraction")
+        for priority in (1, 2):
+            vectors = infer_task(
+                fp32_repo.name, task, {"TEXT": TEXTS}, server.http_url, max_batch_size=8, priority=priority
+            )
+            assert vectors["EMBEDDING"].shape[0] == len(TEXTS)
+        scores = infer_task(
+            classifier_repo.name,
+            get_task("text-classification"),
+            {"TEXT": TEXTS},
+            server.http_url,
+            max_batch_size=8,
+        )
+        assert scores["SCORES"].shape == (len(TEXTS), 3)
