@@ -82,7 +82,9 @@ def wait_until_idle(limit_s: float) -> float:
 def launch(repository: Path) -> TritonServer:
     http_port, grpc_port, metrics_port = free_ports(3)
     return TritonServer(
-        LaunchSpec(repository=repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
+        LaunchSpec(
+            repositories=(repository,), http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
+        )
     )
 
 

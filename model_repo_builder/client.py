@@ -39,11 +39,12 @@ def infer(
     url: str = "127.0.0.1:8000",
     protocol: str = "http",
     int_inputs: Mapping[str, int] | None = None,
+    priority: int = 0,
 ) -> dict[str, np.ndarray]:
     """Send one request with the text inputs `texts` (name → one string per row); return `outputs`.
 
-    `int_inputs` are INT32 inputs sent with the same value for every row (e.g. MAX_NEW_TOKENS).
-    Errors carry the server's message.
+    `int_inputs` are INT32 inputs sent with the same value for every row (e.g. MAX_NEW_TOKENS);
+    `priority` is the request's priority level (0: the model's default). Errors carry the server's message.
     """
     rows = {len(values) for values in texts.values()}
     if len(rows) != 1:
@@ -70,7 +71,7 @@ def infer(
             extra.set_data_from_numpy(np.full((count, 1), value, dtype=np.int32))
             requests.append(extra)
         wanted = [client_module.InferRequestedOutput(name) for name in outputs]
-        result = client.infer(model, requests, outputs=wanted)
+        result = client.infer(model, requests, outputs=wanted, priority=priority)
     except InferenceServerException as error:
         raise InferenceError(f"{model} at {url}: {error.message()}") from None
     except (ConnectionError, OSError, HTTPConnectionClosed) as error:
@@ -100,6 +101,7 @@ def infer_task(
     protocol: str = "http",
     int_inputs: Mapping[str, int] | None = None,
     max_batch_size: int | None = None,
+    priority: int = 0,
 ) -> dict[str, np.ndarray]:
     """Every output of `task` for `texts`, in requests of at most `max_batch_size` rows."""
     missing = [name for name in task.text_inputs if name not in texts]
@@ -112,7 +114,7 @@ def infer_task(
     parts = []
     for start in range(0, count, step):
         chunk = {name: list(values[start : start + step]) for name, values in texts.items()}
-        parts.append(infer(model, chunk, [o.name for o in task.outputs], url, protocol, int_inputs))
+        parts.append(infer(model, chunk, [o.name for o in task.outputs], url, protocol, int_inputs, priority))
     return {name: _concatenate([part[name] for part in parts]) for name in parts[0]}
 
 

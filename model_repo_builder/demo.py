@@ -52,7 +52,7 @@ def run_demo(output: Path, precision: str = "int8", requests: int = 200) -> Demo
     result = build(BuildSpec(source=DEFAULT_MODEL, output=output, precision=precision))
     ports = preferred_or_free_ports((8000, 8001, 8002))
     spec = LaunchSpec(
-        repository=result.repository, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2]
+        repositories=(result.repository,), http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2]
     )
     with TritonServer(spec) as server:
         served = embed_texts(result.name, DEMO_TEXTS, url=server.http_url)

@@ -7,7 +7,6 @@ option, so `BuildSpec(instances=0)` fails with "`--instances` must be ≥ 1, got
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +81,11 @@ class BuildSpec:
     max_text_bytes: int | None = None  # per text; None: sized from the model's window
     pre: tuple[str, ...] = ()  # pre-processing steps, in order: `file.py:function` or `module:function`
     post: tuple[str, ...] = ()  # post-processing steps, in order
+    response_cache: bool = False  # Triton's response cache for repeated inputs (not for decoupled models)
+    priority_levels: int = 0  # 0: one queue; N: levels 1 (highest) … N
+    default_priority_level: int | None = None  # None: the lowest level, N
+    priority_queues: tuple[str, ...] = ()  # per-level queue policy: `LEVEL=MAX_QUEUE_SIZE[:TIMEOUT_US]`
+    rate_limit_resources: tuple[str, ...] = ()  # `NAME=COUNT`: what each instance needs to execute
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
@@ -113,9 +117,62 @@ class BuildSpec:
                 "`--trust-remote-code` is not supported: trb only builds architectures it knows, "
                 "so no code from a model repository is ever executed"
             )
+        self._validate_priorities()
+        self.rate_limiter_resources()  # validates
         object.__setattr__(self, "output", Path(self.output))
         object.__setattr__(self, "pre", tuple(self.pre))  # a manifest holds lists
         object.__setattr__(self, "post", tuple(self.post))
+        object.__setattr__(self, "priority_queues", tuple(self.priority_queues))
+        object.__setattr__(self, "rate_limit_resources", tuple(self.rate_limit_resources))
+
+    def _validate_priorities(self) -> None:
+        _require_int_at_least("--priority-levels", self.priority_levels, 0)
+        if self.priority_levels == 0:
+            if self.default_priority_level is not None or self.priority_queues:
+                raise SpecError(
+                    "`--default-priority-level` and `--priority-queue` need `--priority-levels` ≥ 1"
+                )
+            return
+        if self.default_priority_level is not None:
+            _require_int_at_least("--default-priority-level", self.default_priority_level, 1)
+            if self.default_priority_level > self.priority_levels:
+                raise SpecError(
+                    f"`--default-priority-level` must be between 1 and {self.priority_levels} "
+                    f"(`--priority-levels`), got {self.default_priority_level}"
+                )
+        self.priority_queue_policies()  # validates
+
+    def priority_queue_policies(self) -> dict[int, tuple[int, int]]:
+        """`--priority-queue LEVEL=SIZE[:TIMEOUT_US]` as level → (max queue size, timeout in µs)."""
+        policies: dict[int, tuple[int, int]] = {}
+        for item in self.priority_queues:
+            match = re.fullmatch(r"(\d+)=(\d+)(?::(\d+))?", str(item).strip())
+            if match is None:
+                raise SpecError(
+                    "`--priority-queue` must be LEVEL=MAX_QUEUE_SIZE[:TIMEOUT_US], e.g. 2=16:50000; "
+                    f"got {item!r}"
+                )
+            level, size, timeout = int(match[1]), int(match[2]), int(match[3] or 0)
+            if not 1 <= level <= self.priority_levels:
+                raise SpecError(
+                    f"`--priority-queue` level must be between 1 and {self.priority_levels}, got {level}"
+                )
+            if level in policies:
+                raise SpecError(f"`--priority-queue` gives level {level} twice")
+            policies[level] = (size, timeout)
+        return policies
+
+    def rate_limiter_resources(self) -> dict[str, int]:
+        """`--rate-limit-resource NAME=COUNT` as name → count."""
+        resources: dict[str, int] = {}
+        for item in self.rate_limit_resources:
+            match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_.-]*)=(\d+)", str(item).strip())
+            if match is None or int(match[2]) < 1:
+                raise SpecError(f"`--rate-limit-resource` must be NAME=COUNT with COUNT ≥ 1, got {item!r}")
+            if match[1] in resources:
+                raise SpecError(f"`--rate-limit-resource` gives {match[1]} twice")
+            resources[match[1]] = int(match[2])
+        return resources
 
     def int8_candidates(self) -> list[BuildSpec]:
         """The specs a build tries in turn: `--int8-scheme auto` becomes each portable scheme in order."""
@@ -135,14 +192,17 @@ class BuildSpec:
         """Threads per ONNX Runtime session so that all instances together use the cores once."""
         if self.threads_per_instance is not None:
             return self.threads_per_instance
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return max(1, cores // self.instances)
+        from model_repo_builder.runtime.threads import available_cores
+
+        return max(1, available_cores() // self.instances)
 
     def options(self) -> dict[str, Any]:
         """Every option as plain data, for the manifest; `output` is left out (it is where, not what)."""
         data = dataclasses.asdict(self)
         data.pop("output")
         data["pre"], data["post"] = list(self.pre), list(self.post)  # YAML has lists, not tuples
+        data["priority_queues"] = list(self.priority_queues)
+        data["rate_limit_resources"] = list(self.rate_limit_resources)
         return data
 
     @classmethod
@@ -158,9 +218,9 @@ class BuildSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class LaunchSpec:
-    """How `trb launch` runs tritonserver on a repository."""
+    """How `trb launch` runs one tritonserver on one or several repositories, served together."""
 
-    repository: Path
+    repositories: tuple[Path, ...]
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 8001
@@ -169,15 +229,36 @@ class LaunchSpec:
     exit_timeout_s: int = 30
     log_verbose: int = 0
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    cache_size_mb: int = 64  # the response cache, when a served model has it on
+    rate_limit_resources: tuple[str, ...] = ()  # `NAME=COUNT`: the budget rate-limited models share
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "repository", Path(self.repository))
+        if isinstance(self.repositories, (str, Path)):
+            raise SpecError("`repositories` must be a sequence of paths, not one path")
+        given = tuple(Path(r) for r in self.repositories)
+        if not given:
+            raise SpecError("`REPOSITORY` is required: at least one repository to serve")
+        resolved = [path.resolve() for path in given]
+        repeated = sorted({str(path) for path in given if resolved.count(path.resolve()) > 1})
+        if repeated:
+            raise SpecError(f"`REPOSITORY` given more than once: {', '.join(repeated)}")
+        object.__setattr__(self, "repositories", given)
         _require_ports(self.http_port, self.grpc_port, self.metrics_port)
         if not self.host:
             raise SpecError("`--host` must not be empty")
         if self.startup_timeout_s <= 0:
             raise SpecError(f"`--startup-timeout` must be > 0 seconds, got {self.startup_timeout_s}")
         _require_int_at_least("--exit-timeout", self.exit_timeout_s, 0)
+        _require_int_at_least("--cache-size-mb", self.cache_size_mb, 1)
+        object.__setattr__(self, "rate_limit_resources", tuple(self.rate_limit_resources))
+        for item in self.rate_limit_resources:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*=[1-9]\d*", str(item).strip()):
+                raise SpecError(f"`--rate-limit-resource` must be NAME=COUNT with COUNT ≥ 1, got {item!r}")
+
+    @property
+    def repository(self) -> Path:
+        """The first repository (the only one, usually)."""
+        return self.repositories[0]
 
 
 PROFILE_KINDS = ("ramp", "interval", "soak", "stress")

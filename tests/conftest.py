@@ -42,11 +42,11 @@ class BuiltRepository:
         return self.result.repository / self.result.name
 
 
-def launch_spec(repository: Path, **overrides: object) -> LaunchSpec:
-    """A LaunchSpec on fresh free ports."""
+def launch_spec(*repositories: Path, **overrides: object) -> LaunchSpec:
+    """A LaunchSpec serving `repositories` on fresh free ports."""
     http_port, grpc_port, metrics_port = free_ports_helper(3)
     return LaunchSpec(
-        repository=repository,
+        repositories=repositories,
         http_port=http_port,
         grpc_port=grpc_port,
         metrics_port=metrics_port,
@@ -55,9 +55,9 @@ def launch_spec(repository: Path, **overrides: object) -> LaunchSpec:
 
 
 @contextlib.contextmanager
-def running_server(repository: Path) -> Iterator[TritonServer]:
-    """Start tritonserver on `repository`, wait until ready, stop it afterwards."""
-    with TritonServer(launch_spec(repository)) as server:
+def running_server(*repositories: Path) -> Iterator[TritonServer]:
+    """Start one tritonserver on `repositories`, wait until ready, stop it afterwards."""
+    with TritonServer(launch_spec(*repositories)) as server:
         yield server
 
 

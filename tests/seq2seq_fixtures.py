@@ -289,7 +289,7 @@ def launch_spec(repository: Path) -> LaunchSpec:
             sock.bind(("127.0.0.1", 0))
         http_port, grpc_port, metrics_port = (sock.getsockname()[1] for sock in sockets)
     return LaunchSpec(
-        repository=repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
+        repositories=(repository,), http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
     )
 
 

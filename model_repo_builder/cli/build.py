@@ -91,6 +91,38 @@ from model_repo_builder.spec import BATCHING_MODES, DEFAULT_BATCHING, DEVICE_KIN
     multiple=True,
     help="Post-processing step, repeatable: texts → texts (generation) or vectors → vectors (embeddings).",
 )
+@click.option(
+    "--response-cache",
+    is_flag=True,
+    default=None,
+    help="Answer repeated inputs from Triton's response cache (`trb launch` sizes it). Not for "
+    "decoupled models: a text-generation repository's `<name>_stream` is left without it.",
+)
+@click.option(
+    "--priority-levels",
+    type=int,
+    default=None,
+    help="Priority queues: levels 1 (served first) … N; clients pass a level per request "
+    "(default 0: one queue).",
+)
+@click.option(
+    "--default-priority-level", type=int, default=None, help="Level of requests that name none (default N)."
+)
+@click.option(
+    "--priority-queue",
+    "priority_queues",
+    multiple=True,
+    help="Queue policy of one level, repeatable: LEVEL=MAX_QUEUE_SIZE[:TIMEOUT_US] "
+    "(0: unbounded / no timeout); a full queue or a timed-out request is rejected. "
+    "Other levels get the default policy.",
+)
+@click.option(
+    "--rate-limit-resource",
+    "rate_limit_resources",
+    multiple=True,
+    help="Rate limiter: NAME=COUNT of a resource each instance holds while it executes, repeatable; "
+    "models naming the same resource share the budget `trb launch --rate-limit-resource` sets.",
+)
 @click.option("--max-length", type=int, default=None, help="Token limit; longer texts are truncated.")
 @click.option("--allow-pickle", is_flag=True, default=None, help="Allow loading pickle-based *.bin weights.")
 @click.option(

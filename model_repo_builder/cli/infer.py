@@ -16,6 +16,12 @@ import click
 @click.option("--query", help="Reranking: the query every TEXT (a passage) is scored against.")
 @click.option("--max-new-tokens", type=int, help="Text generation: tokens to generate (model default).")
 @click.option("--num-beams", type=int, help="Text generation: beam search width (default 1: greedy).")
+@click.option(
+    "--priority",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Priority level of the requests (1 is served first; 0: the model's default level).",
+)
 def command(
     target: str,
     texts: tuple[str, ...],
@@ -25,6 +31,7 @@ def command(
     query: str | None,
     max_new_tokens: int | None,
     num_beams: int | None,
+    priority: int,
 ) -> None:
     """Send TEXTs to the model of TARGET (a repository directory, or an embedding model's name).
 
@@ -50,7 +57,7 @@ def command(
         inputs = {task.text_inputs[0]: [_checked_text(query)] * len(texts), task.text_inputs[1]: list(texts)}
     elif query is not None:
         raise SpecError(f"`--query` applies to reranking models; {model} is a {task.name} model")
-    outputs = infer_task(model, task, inputs, url, protocol, generation, max_batch_size)
+    outputs = infer_task(model, task, inputs, url, protocol, generation, max_batch_size, priority)
     if as_json:
         click.echo(json.dumps({"model": model, **task.result_json(texts, outputs)}, ensure_ascii=False))
         return

@@ -1,4 +1,4 @@
-"""`trb launch REPO`: serve a repository with tritonserver until Ctrl-C / SIGTERM."""
+"""`trb launch REPO [REPO…]`: serve one or several repositories in one tritonserver until Ctrl-C / SIGTERM."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 @click.command("launch")
-@click.argument("repository", type=click.Path(path_type=Path))
+@click.argument("repositories", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -44,13 +44,27 @@ if TYPE_CHECKING:
 )
 @click.option("--gpus", is_flag=True, help="With --docker: pass all GPUs to the container.")
 @click.option(
+    "--cache-size-mb",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Size of the response cache, used when a served model was built with --response-cache.",
+)
+@click.option(
+    "--rate-limit-resource",
+    "rate_limit_resources",
+    multiple=True,
+    help="NAME=COUNT: the budget of a rate limiter resource that models built with "
+    "--rate-limit-resource share (default: the most any one instance needs).",
+)
+@click.option(
     "--supervise/--no-supervise",
     default=True,
     show_default=True,
     help="Reload a model whose python-backend stub died (Triton 2.51 does not restart it).",
 )
 def command(
-    repository: Path,
+    repositories: tuple[Path, ...],
     host: str,
     http_port: int,
     grpc_port: int,
@@ -60,29 +74,33 @@ def command(
     docker: bool,
     image: str | None,
     gpus: bool,
+    cache_size_mb: int,
+    rate_limit_resources: tuple[str, ...],
     supervise: bool,
 ) -> None:
-    """Start tritonserver on REPOSITORY, wait for every model, print the endpoints."""
+    """Serve every model of every REPOSITORY in one tritonserver, wait until ready, print the endpoints."""
     from model_repo_builder.errors import ToolNotFoundError
     from model_repo_builder.runtime.cpu import repository_cpu_warnings
-    from model_repo_builder.runtime.server import TritonServer, repository_models
+    from model_repo_builder.runtime.server import TritonServer, served_models
     from model_repo_builder.runtime.status import state_file
     from model_repo_builder.runtime.supervisor import Supervisor
     from model_repo_builder.spec import LaunchSpec
 
     spec = LaunchSpec(
-        repository=repository,
+        repositories=repositories,
         host=host,
         http_port=http_port,
         grpc_port=grpc_port,
         metrics_port=metrics_port,
         startup_timeout_s=startup_timeout,
         exit_timeout_s=exit_timeout,
+        cache_size_mb=cache_size_mb,
+        rate_limit_resources=rate_limit_resources,
     )
     if docker:
         from model_repo_builder.runtime.docker import DEFAULT_IMAGE, docker_command, docker_unavailable_reason
 
-        repository_models(spec.repository)
+        served_models(spec.repositories)
         command_line = docker_command(spec, image or DEFAULT_IMAGE, gpus=gpus)
         click.echo(shlex.join(command_line))
         reason = docker_unavailable_reason()
@@ -95,8 +113,9 @@ def command(
 
         raise SystemExit(subprocess.call(command_line))
 
-    for warning in repository_cpu_warnings(spec.repository):
-        click.echo(f"warning: {warning}", err=True)
+    for repository in spec.repositories:
+        for warning in repository_cpu_warnings(repository):
+            click.echo(f"warning: {warning}", err=True)
     server = TritonServer(spec)
     stop_requested: list[int] = []
 
@@ -108,7 +127,16 @@ def command(
         with server:
             state = state_file(spec.http_port)
             supervisor = Supervisor(server, state_path=state).start() if supervise else None
-            click.echo(f"serving {', '.join(server.models)} from {repository}")
+            click.echo(f"serving {', '.join(server.models)} from {', '.join(map(str, repositories))}")
+            if server.threads is not None and server.threads.models:
+                shared = "shared by all models" if len(repositories) > 1 else "as built"
+                click.echo(f"  threads  {server.threads.describe()}, {shared}")
+                if server.threads.oversubscribed and len(repositories) > 1:
+                    click.echo(
+                        f"warning: the instances run {server.threads.total_threads} threads on "
+                        f"{server.threads.cores} cores; build with fewer `--instances` to avoid contention",
+                        err=True,
+                    )
             click.echo(f"  HTTP     http://{server.http_url}/v2/models/{server.models[0]}/infer")
             click.echo(f"  gRPC     {server.grpc_url}")
             click.echo(f"  metrics  {server.metrics_url}")

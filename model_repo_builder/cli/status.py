@@ -19,14 +19,15 @@ def command(url: str, metrics_url: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"models": [m.__dict__ for m in models], "launcher": state}, default=list))
         return
-    header = ("model", "versions", "inst", "ready", "queue", "ok", "failed", "restarts")
-    click.echo("{:32} {:9} {:>4} {:5} {:>5} {:>8} {:>7} {:>8}".format(*header))
+    header = ("model", "versions", "inst", "ready", "queue", "ok", "failed", "restarts", "cache hit/miss")
+    click.echo("{:32} {:9} {:>4} {:8} {:>5} {:>8} {:>7} {:>8} {:>14}".format(*header))
     for model in models:
         queue = "?" if model.pending is None else str(model.pending)
-        ready = "yes" if model.ready else "NO"
+        ready = "yes" if model.ready else "unloaded" if model.unloaded else "NO"
         click.echo(
-            f"{model.name:32} {','.join(model.versions):9} {model.instances:>4} {ready:5} "
-            f"{queue:>5} {model.successes:>8} {model.failures:>7} {model.restarts:>8}"
+            f"{model.name:32} {','.join(model.versions):9} {model.instances:>4} {ready:8} "
+            f"{queue:>5} {model.successes:>8} {model.failures:>7} {model.restarts:>8} "
+            f"{f'{model.cache_hits}/{model.cache_misses}':>14}"
         )
     for sidecar in state.get("sidecars", []):
         click.echo(

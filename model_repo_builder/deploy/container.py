@@ -58,7 +58,7 @@ def run_script(spec: DeploySpec, facts: RepositoryFacts, output: str) -> str:
     options = docker_run_options(
         host=spec.host,
         ports=(spec.http_port, spec.grpc_port, spec.metrics_port),
-        repository="@REPOSITORY@",
+        repositories=("@REPOSITORY@",),
         shm_size=docker_size(shm_bytes(facts)),
         gpus=facts.gpu,
     )

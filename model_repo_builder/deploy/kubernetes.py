@@ -108,7 +108,7 @@ def _container(
         metrics_port=spec.metrics_port,
         exit_timeout_s=spec.exit_timeout_s,
         gpus=facts.gpu,
-        model_repository=None if kserve else CONTAINER_REPOSITORY,
+        model_repositories=() if kserve else (CONTAINER_REPOSITORY,),
     )
     http: int | str = KSERVE_HTTP_PORT if kserve else "http"
     container: dict[str, Any] = {

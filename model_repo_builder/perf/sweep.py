@@ -153,7 +153,7 @@ def serve(spec: SweepSpec, repository: Path | None) -> Iterator[Target]:
     model = read_manifest(repository).name
     http_port, grpc_port, metrics_port = free_ports(3)
     launch = LaunchSpec(
-        repository=repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
+        repositories=(repository,), http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
     )
     text_inputs, _ = _local_inputs(repository, model)
     task = get_task(read_manifest(repository).task)

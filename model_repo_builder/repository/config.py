@@ -46,13 +46,18 @@ def preferred_batch_sizes(max_batch_size: int) -> list[int]:
     return [*sizes, max_batch_size]
 
 
-def scheduling(spec: BuildSpec) -> dict[str, Any]:
-    """Batching, queueing and instance settings shared by every served model trb builds.
+def scheduling(spec: BuildSpec, decoupled: bool = False) -> dict[str, Any]:
+    """Batching, queueing, caching and instance settings shared by every served model trb builds.
 
     By default the queue is bounded: once `max_queue_size` requests wait, new ones are rejected at
     once with UNAVAILABLE (HTTP 503) instead of waiting behind an ever longer queue. `max_queue_size`
     0 leaves the queue unbounded and writes no queue policy: in Triton 2.51 any queue policy turns off
     the dynamic batcher's prefetching, which costs throughput on a busy CPU (see bench/results).
+
+    With `priority_levels` the batcher keeps one queue per level (1 is served first); a level
+    without its own `priority_queues` policy gets the default one. `rate_limit_resources` are what
+    each instance must hold to execute (the server's budget is set by `trb launch`). The response
+    cache is left out of decoupled (streaming) models: Triton caches no decoupled responses.
     """
     batching: dict[str, Any] = {
         "preferred_batch_size": preferred_batch_sizes(spec.max_batch_size),
@@ -65,11 +70,30 @@ def scheduling(spec: BuildSpec) -> dict[str, Any]:
             "allow_timeout_override": True,
             "max_queue_size": spec.max_queue_size,
         }
-    return {
+    if spec.priority_levels:
+        batching["priority_levels"] = spec.priority_levels
+        batching["default_priority_level"] = spec.default_priority_level or spec.priority_levels
+        batching["priority_queue_policy"] = {
+            str(level): {
+                "timeout_action": "REJECT",
+                "default_timeout_microseconds": timeout_us,
+                "allow_timeout_override": True,
+                "max_queue_size": size,
+            }
+            for level, (size, timeout_us) in sorted(spec.priority_queue_policies().items())
+        }
+    group: dict[str, Any] = {"count": spec.instances, "kind": INSTANCE_KINDS[spec.kind]}
+    resources = spec.rate_limiter_resources()
+    if resources:
+        group["rate_limiter"] = {"resources": [{"name": n, "count": c} for n, c in sorted(resources.items())]}
+    config: dict[str, Any] = {
         "max_batch_size": spec.max_batch_size,
         "dynamic_batching": batching,
-        "instance_group": [{"count": spec.instances, "kind": INSTANCE_KINDS[spec.kind]}],
+        "instance_group": [group],
     }
+    if spec.response_cache and not decoupled:
+        config["response_cache"] = {"enable": True}
+    return config
 
 
 def string_parameters(values: dict[str, object]) -> dict[str, dict[str, str]]:

@@ -123,7 +123,7 @@ def model_configuration(
     config: dict[str, Any] = {
         "name": name,
         "backend": "python",
-        **model_config.scheduling(spec),
+        **model_config.scheduling(spec, decoupled=streaming),
         "input": [{"name": PROMPT_INPUT, "data_type": "TYPE_STRING", "dims": [1]}, *optional],
         "output": [
             {"name": TEXT_OUTPUT, "data_type": "TYPE_STRING", "dims": [1]},
@@ -133,9 +133,7 @@ def model_configuration(
     }
     if streaming:
         config["model_transaction_policy"] = {"decoupled": True}
-        config["instance_group"] = [
-            {"count": STREAM_INSTANCES, "kind": model_config.INSTANCE_KINDS[spec.kind]}
-        ]
+        config["instance_group"] = [{**config["instance_group"][0], "count": STREAM_INSTANCES}]
     else:
         config["model_warmup"] = warmup(spec.max_batch_size)
     return config

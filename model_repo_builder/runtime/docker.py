@@ -30,12 +30,12 @@ def container_flags(
     metrics_port: int = 8002,
     exit_timeout_s: int = 30,
     gpus: bool = False,
-    model_repository: str | None = CONTAINER_REPOSITORY,
+    model_repositories: tuple[str, ...] = (CONTAINER_REPOSITORY,),
 ) -> ServerFlags:
     """The tritonserver flags inside a container: the launcher's, on all interfaces, GPU metrics on GPUs."""
     return ServerFlags(
         admin_key=admin_key,
-        model_repository=model_repository,
+        model_repositories=model_repositories,
         address="0.0.0.0",
         http_port=http_port,
         grpc_port=grpc_port,
@@ -45,10 +45,17 @@ def container_flags(
     )
 
 
+def container_mounts(count: int) -> tuple[str, ...]:
+    """Where `count` repositories are mounted: /models for one, /models/0, /models/1, … for several."""
+    return (
+        (CONTAINER_REPOSITORY,) if count == 1 else tuple(f"{CONTAINER_REPOSITORY}/{i}" for i in range(count))
+    )
+
+
 def docker_run_options(
-    *, host: str, ports: tuple[int, ...], repository: str, shm_size: str, gpus: bool
+    *, host: str, ports: tuple[int, ...], repositories: tuple[str, ...], shm_size: str, gpus: bool
 ) -> list[str]:
-    """`docker run` options between `run` and the image."""
+    """`docker run` options between `run` and the image (each repository mounted read-only)."""
     options = [
         "--rm",
         "--init",
@@ -61,17 +68,24 @@ def docker_run_options(
         options.append("--gpus=all")
     for port in ports:
         options += ["-p", f"{host}:{port}:{port}"]
-    options += ["-v", f"{repository}:{CONTAINER_REPOSITORY}:ro"]
+    for repository, mount in zip(repositories, container_mounts(len(repositories)), strict=True):
+        options += ["-v", f"{repository}:{mount}:ro"]
     return options
 
 
 def docker_command(
     spec: LaunchSpec, image: str = DEFAULT_IMAGE, gpus: bool = False, admin_key: str = "CHANGE-ME"
 ) -> list[str]:
-    """The `docker run` command serving `spec.repository` read-only with trb's secure defaults."""
+    """The `docker run` command serving `spec.repositories` read-only with trb's secure defaults.
+
+    Inside the container Triton listens on all interfaces (it must, to be reachable through the
+    port mapping); the ports are published on `spec.host` only, loopback by default.
+    """
     from model_repo_builder.deploy.facts import read_repository
     from model_repo_builder.deploy.sizing import docker_size, shm_bytes
 
+    repositories = tuple(str(Path(repository).resolve()) for repository in spec.repositories)
+    shm = sum(shm_bytes(read_repository(repository)) for repository in spec.repositories)
     flags = container_flags(
         admin_key=admin_key,
         http_port=spec.http_port,
@@ -79,12 +93,13 @@ def docker_command(
         metrics_port=spec.metrics_port,
         exit_timeout_s=spec.exit_timeout_s,
         gpus=gpus,
+        model_repositories=container_mounts(len(repositories)),
     )
     options = docker_run_options(
         host=spec.host,
         ports=(spec.http_port, spec.grpc_port, spec.metrics_port),
-        repository=str(Path(spec.repository).resolve()),
-        shm_size=docker_size(shm_bytes(read_repository(spec.repository))),
+        repositories=repositories,
+        shm_size=docker_size(shm),
         gpus=gpus,
     )
     return ["docker", "run", *options, image, "tritonserver", *flags.args()]

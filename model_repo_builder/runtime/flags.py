@@ -26,8 +26,9 @@ class ServerFlags:
     Attributes:
         admin_key: The key the restricted APIs ask for in the `trb-admin-key` header. Renderers for
             files pass a placeholder their format expands (`${TRB_ADMIN_KEY}`, `$(TRB_ADMIN_KEY)`).
-        model_repository: The repository path as the server sees it; None when the runtime passes
-            its own (KServe's Triton runtime adds `--model-store=/mnt/models`).
+        model_repositories: The repository paths as the server sees them (one `--model-repository`
+            each); none when the runtime passes its own (KServe's Triton runtime adds
+            `--model-store=/mnt/models`).
         address: Interface the HTTP, gRPC and metrics endpoints bind to.
         http_port: None leaves HTTP and gRPC ports to the runtime (KServe's: 8080 and 9000).
         gpu_metrics: Whether Triton exports GPU utilisation and memory (off on CPU-only machines).
@@ -36,7 +37,7 @@ class ServerFlags:
     """
 
     admin_key: str
-    model_repository: str | None
+    model_repositories: tuple[str, ...]
     address: str = "127.0.0.1"
     http_port: int | None = 8000
     grpc_port: int | None = 8001
@@ -56,8 +57,7 @@ class ServerFlags:
     def args(self) -> list[str]:
         """The flags, in a stable order."""
         args: list[str] = []
-        if self.model_repository is not None:
-            args.append(f"--model-repository={self.model_repository}")
+        args += [f"--model-repository={repository}" for repository in self.model_repositories]
         if self.backend_directory is not None:
             args.append(f"--backend-directory={self.backend_directory}")
         if self.cache_directory is not None:

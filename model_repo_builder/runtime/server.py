@@ -1,9 +1,13 @@
 """The tritonserver process: start, wait until every model is ready, stop gracefully.
 
-Secure defaults: binds to loopback unless told otherwise; every model of the repository is loaded at
-start and model control is explicit only so that the supervisor can reload a broken model: the
-model-repository API (load/unload), like the shared-memory, logging and trace APIs, needs an admin
-key that only this process knows.
+Secure defaults: binds to loopback unless told otherwise; every model of the repositories is loaded
+at start and model control is explicit so that the supervisor can reload a broken model and an
+operator can load and unload models (`trb models`): the model-repository API, like the
+shared-memory, logging and trace APIs, needs an admin key that only this process and its user know.
+
+Several repositories are served by one process (`--model-repository` once each); a model name two
+of them hold is refused before start, and the cores are divided across all their instances
+(`runtime/threads.py`).
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ from model_repo_builder.errors import PortInUseError, RepositoryError, ServerErr
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.manifest import MANIFEST_NAME, read_manifest
 from model_repo_builder.repository.writer import file_hashes
+from model_repo_builder.runtime.admin import key_file, write_key
 from model_repo_builder.runtime.flags import ServerFlags
 from model_repo_builder.runtime.sidecar import SidecarProcess, endpoints, sidecar_processes
+from model_repo_builder.runtime.threads import ThreadSplit, thread_split
 from model_repo_builder.runtime.tools import find_tritonserver
 from model_repo_builder.spec import LaunchSpec
-from model_repo_builder.templates.common.trb_runtime import SIDECARS_VARIABLE
+from model_repo_builder.templates.common.trb_runtime import LAUNCH_PARAMETERS_VARIABLE, SIDECARS_VARIABLE
 
 LOGGER = logging.getLogger(__name__)
 
@@ -55,6 +61,20 @@ def repository_models(repository: Path) -> list[str]:
     for name in models:
         model_config.parse((repository / name / "config.pbtxt").read_text(encoding="utf-8"))
     return models
+
+
+def served_models(repositories: tuple[Path, ...]) -> dict[str, Path]:
+    """Every model of every repository → the repository holding it; a name in two is a `RepositoryError`."""
+    owners: dict[str, Path] = {}
+    for repository in repositories:
+        for model in repository_models(repository):
+            if model in owners:
+                raise RepositoryError(
+                    f"model '{model}' is in both {owners[model]} and {repository}; one server cannot "
+                    "serve two models of one name: rebuild one with another `--name`"
+                )
+            owners[model] = repository
+    return dict(sorted(owners.items()))
 
 
 def check_port_free(host: str, port: int, flag: str) -> None:
@@ -98,12 +118,14 @@ def die_with_parent() -> None:
 
 
 class TritonServer:
-    """A supervised tritonserver on one repository; use as a context manager or start()/stop()."""
+    """A tritonserver on one or several repositories; use as a context manager or start()/stop()."""
 
     def __init__(self, spec: LaunchSpec):
         self.spec = spec
         self.admin_key = secrets.token_urlsafe(24)
         self.models: list[str] = []
+        self.model_repositories: dict[str, Path] = {}  # model → the repository holding it
+        self.threads: ThreadSplit | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
         self._log_handle: object | None = None
@@ -144,7 +166,7 @@ class TritonServer:
         installation = find_tritonserver()
         return ServerFlags(
             admin_key=self.admin_key,
-            model_repository=str(self.spec.repository.resolve()),
+            model_repositories=tuple(str(repository.resolve()) for repository in self.spec.repositories),
             address=self.spec.host,
             http_port=self.spec.http_port,
             grpc_port=self.spec.grpc_port,
@@ -153,12 +175,30 @@ class TritonServer:
             log_verbose=self.spec.log_verbose,
             backend_directory=str(installation.backend_dir),
             cache_directory=str(installation.cache_dir),
-            extra_args=self.spec.extra_args,
+            extra_args=(*self.feature_flags(), *self.spec.extra_args),
         )
 
     def command(self) -> list[str]:
         """The tritonserver command line for this spec."""
         return [str(find_tritonserver().binary), *self.flags().args()]
+
+    def feature_flags(self) -> list[str]:
+        """The response cache when a model has it on; the rate limiter when a model needs resources."""
+        configs = [
+            model_config.parse((repository / model / "config.pbtxt").read_text(encoding="utf-8"))
+            for model, repository in (
+                self.model_repositories or served_models(self.spec.repositories)
+            ).items()
+        ]
+        flags = []
+        if any(config.response_cache.enable for config in configs):
+            flags.append(f"--cache-config=local,size={self.spec.cache_size_mb * 1024 * 1024}")
+        if any(group.rate_limiter.resources for config in configs for group in config.instance_group):
+            flags.append("--rate-limit=execution_count")
+            flags += [
+                f"--rate-limit-resource={item.replace('=', ':')}" for item in self.spec.rate_limit_resources
+            ]
+        return flags
 
     def start(self) -> TritonServer:
         """Check the repository and ports, start the sidecars (waiting for them), then tritonserver.
@@ -167,8 +207,18 @@ class TritonServer:
         """
         if self.is_alive():
             raise ServerError("this server is already running")
-        self.models = repository_models(self.spec.repository)
-        check_repository_files(self.spec.repository)
+        self.model_repositories = served_models(self.spec.repositories)
+        self.models = list(self.model_repositories)
+        for repository in self.spec.repositories:
+            check_repository_files(repository)
+        self.threads = thread_split(self.model_repositories)
+        if self.threads.oversubscribed and len(self.spec.repositories) > 1:
+            LOGGER.warning(
+                "%d instances need more threads than the %d cores: %s",
+                sum(m.instances for m in self.threads.models),
+                self.threads.cores,
+                self.threads.describe(),
+            )
         for flag, port in (
             ("--http-port", self.spec.http_port),
             ("--grpc-port", self.spec.grpc_port),
@@ -178,7 +228,13 @@ class TritonServer:
         installation = find_tritonserver()
         command = self.command()
         # Sidecars first: a model's warmup already runs its steps.
-        self.sidecars = [process.start() for process in sidecar_processes(self.spec.repository, self.models)]
+        self.sidecars = [
+            process.start()
+            for repository in self.spec.repositories
+            for process in sidecar_processes(
+                repository, [m for m, r in self.model_repositories.items() if r == repository]
+            )
+        ]
         try:
             for sidecar in self.sidecars:
                 sidecar.wait_ready(self.spec.startup_timeout_s)
@@ -188,10 +244,15 @@ class TritonServer:
             raise
         environment = installation.environment()
         environment[SIDECARS_VARIABLE] = json.dumps(endpoints(self.sidecars))
+        environment[LAUNCH_PARAMETERS_VARIABLE] = json.dumps(self.threads.overrides())
         log_file = tempfile.NamedTemporaryFile(prefix="tritonserver-", suffix=".log", delete=False)  # noqa: SIM115
         self._log_path = Path(log_file.name)
         self._log_handle = log_file
-        LOGGER.info("starting tritonserver on %s (log: %s)", self.spec.repository, self._log_path)
+        LOGGER.info(
+            "starting tritonserver on %s (log: %s)",
+            ", ".join(map(str, self.spec.repositories)),
+            self._log_path,
+        )
         LOGGER.debug("command: %s", " ".join(command))
         self._process = subprocess.Popen(
             command,
@@ -201,7 +262,13 @@ class TritonServer:
             env=environment,
             preexec_fn=die_with_parent,
         )
+        write_key(self.key_path, self.admin_key)  # for `trb models` run by this user
         return self
+
+    @property
+    def key_path(self) -> Path:
+        """The file (this user only) holding the admin key while the server runs."""
+        return key_file(self.spec.http_port)
 
     def logs(self) -> str:
         """Everything the server has written so far."""
@@ -268,6 +335,8 @@ class TritonServer:
             self._log_handle = None
         for sidecar in self.sidecars:  # after the server: requests in flight still reach their steps
             sidecar.stop()
+        if self.key_path.is_file() and self.key_path.read_text(encoding="utf-8") == self.admin_key:
+            self.key_path.unlink()
         return process.returncode
 
     def __enter__(self) -> TritonServer:

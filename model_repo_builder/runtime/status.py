@@ -1,4 +1,4 @@
-"""`trb status`: what a running server serves — models, versions, instances, readiness, queue, restarts.
+"""`trb status`: what a running server serves: models, versions, instances, readiness, queue, cache, restarts.
 
 Read from Triton's own unrestricted APIs (model readiness, config and statistics) and its metrics
 (`nv_inference_pending_request_count`), plus the state file the supervisor of `trb launch` keeps for
@@ -31,6 +31,9 @@ class ModelStatus:
     successes: int
     failures: int
     restarts: int
+    cache_hits: int = 0  # answered from the response cache (models built with --response-cache)
+    cache_misses: int = 0
+    unloaded: bool = False  # unloaded on purpose (`trb models unload`); the supervisor leaves it so
 
 
 def state_file(http_port: int) -> Path:
@@ -81,10 +84,12 @@ def server_status(url: str, metrics_url: str | None = None) -> tuple[list[ModelS
         pending = _pending_by_model(metrics_url) if metrics_url else None
         found: dict[str, dict[str, Any]] = {}
         for entry in statistics:
-            model = found.setdefault(entry["name"], {"versions": [], "success": 0, "fail": 0})
+            model = found.setdefault(
+                entry["name"], {"versions": [], "success": 0, "fail": 0, "cache_hit": 0, "cache_miss": 0}
+            )
             model["versions"].append(entry["version"])
-            model["success"] += int(entry["inference_stats"]["success"]["count"])
-            model["fail"] += int(entry["inference_stats"]["fail"]["count"])
+            for outcome in ("success", "fail", "cache_hit", "cache_miss"):
+                model[outcome] += int(entry["inference_stats"].get(outcome, {}).get("count", 0))
         models = []
         for name in sorted(set(found) | set(state.get("models", []))):
             if name not in found:  # the launcher serves it, but it is not loaded right now (reloading)
@@ -98,6 +103,7 @@ def server_status(url: str, metrics_url: str | None = None) -> tuple[list[ModelS
                         successes=0,
                         failures=0,
                         restarts=int(state.get("restarts", {}).get(name, 0)),
+                        unloaded=name in state.get("unloaded", []),
                     )
                 )
                 continue
@@ -114,6 +120,8 @@ def server_status(url: str, metrics_url: str | None = None) -> tuple[list[ModelS
                     successes=seen["success"],
                     failures=seen["fail"],
                     restarts=int(state.get("restarts", {}).get(name, 0)),
+                    cache_hits=seen["cache_hit"],
+                    cache_misses=seen["cache_miss"],
                 )
             )
     except InferenceServerException as error:

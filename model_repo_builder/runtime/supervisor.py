@@ -7,6 +7,11 @@ not healthy". The supervisor knows which stubs each model should have (one per i
 processes); a model missing one, or reported not ready, is reloaded through the restricted
 model-repository API (unload, then load: loading an unchanged model is a no-op). Repeated failures
 of one model back off exponentially.
+
+A model an operator unloaded on purpose (`trb models unload`, or anyone with the admin key) is left
+alone: the repository index tells it apart (UNAVAILABLE, reason "unloaded") from a failed load
+(UNAVAILABLE with the error) and from a dead stub (READY, stub gone). Once loaded again it is
+watched again.
 """
 
 from __future__ import annotations
@@ -15,14 +20,12 @@ import dataclasses
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from model_repo_builder.errors import TrbError
 from model_repo_builder.repository import config as model_config
-from model_repo_builder.runtime.flags import ADMIN_HEADER
+from model_repo_builder.runtime.admin import ModelEntry, ModelRepository
 from model_repo_builder.runtime.server import TritonServer
 from model_repo_builder.runtime.sidecar import SidecarProcess
 from model_repo_builder.runtime.status import write_state
@@ -99,7 +102,9 @@ class Supervisor:
         self.interval_s = interval_s
         self.max_backoff_s = max_backoff_s
         self.states = {model: _ModelState() for model in server.models}
-        self._expected = {m: expected_stubs(server.spec.repository, m) for m in server.models}
+        self._expected = {m: expected_stubs(server.model_repositories[m], m) for m in server.models}
+        self.unloaded: set[str] = set()  # models unloaded on purpose, not healed
+        self.repository = ModelRepository(server.http_url, server.admin_key)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -107,34 +112,33 @@ class Supervisor:
         """Reloads per model (and restarts per sidecar, as `model/step`) so far."""
         return {model: state.restarts for model, state in self.states.items()}
 
-    def _request(self, method: str, path: str, timeout_s: float = 120.0) -> int:
-        request = urllib.request.Request(
-            f"http://{self.server.http_url}{path}",
-            data=b"{}" if method == "POST" else None,
-            method=method,
-            headers={ADMIN_HEADER: self.server.admin_key, "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as error:
-            return int(error.code)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return 0
-
     def broken(self) -> dict[str, str]:
-        """Models that cannot serve right now, with the reason."""
+        """Models that cannot serve right now, with the reason (none of those unloaded on purpose)."""
         pid = self.server.pid
         if pid is None:
+            return {}
+        try:
+            index = {entry.name: entry for entry in self.repository.index()}
+        except TrbError as error:
+            LOGGER.warning("cannot read the repository index: %s", error)
             return {}
         alive = live_stubs(pid)
         problems = {}
         for model, expected in self._expected.items():
+            entry = index.get(model, ModelEntry(name=model, version="", state="UNAVAILABLE", reason=""))
+            if entry.unloaded:
+                if model not in self.unloaded:
+                    LOGGER.warning("%s was unloaded on purpose; not reloading it", model)
+                self.unloaded.add(model)
+                continue
+            self.unloaded.discard(model)
+            if entry.state in ("LOADING", "UNLOADING"):
+                continue  # someone with the key is changing it right now
             missing = sorted(expected - alive)
-            if missing:
+            if entry.state != "READY":
+                problems[model] = f"the model is {entry.state.lower()}: {entry.reason or 'no reason given'}"
+            elif missing:
                 problems[model] = f"python-backend stub {', '.join(missing)} is gone"
-            elif self._request("GET", f"/v2/models/{model}/ready", timeout_s=5) != 200:
-                problems[model] = "the model reports not ready"
         return problems
 
     def reload(self, model: str, reason: str) -> Recovery:
@@ -142,9 +146,13 @@ class Supervisor:
         state = self.states[model]
         started = time.monotonic()
         LOGGER.warning("%s cannot serve (%s): reloading it", model, reason)
-        unloaded = self._request("POST", f"/v2/repository/models/{model}/unload")
-        loaded = self._request("POST", f"/v2/repository/models/{model}/load") if unloaded == 200 else 0
-        ok = loaded == 200 and not (self._expected[model] - live_stubs(self.server.pid or -1))
+        try:
+            self.repository.unload(model)
+            self.repository.load(model)
+            failure = ""
+        except TrbError as error:
+            failure = str(error)
+        ok = not failure and not (self._expected[model] - live_stubs(self.server.pid or -1))
         seconds = time.monotonic() - started
         state.restarts += 1
         state.failures_in_a_row = 0 if ok else state.failures_in_a_row + 1
@@ -156,10 +164,9 @@ class Supervisor:
             LOGGER.warning("%s reloaded in %.2f s (restart %d)", model, seconds, state.restarts)
         else:
             LOGGER.error(
-                "%s did not come back (unload %s, load %s); next try in %.0f s; see %s",
+                "%s did not come back (%s); next try in %.0f s; see %s",
                 model,
-                unloaded,
-                loaded,
+                failure or "stubs missing after the load",
                 backoff,
                 self.server.log_path,
             )
@@ -211,7 +218,9 @@ class Supervisor:
             "pid": self.server.pid,
             "metrics_url": self.server.metrics_url,
             "models": list(self.server.models),
+            "repositories": {model: str(path) for model, path in self.server.model_repositories.items()},
             "restarts": self.restarts(),
+            "unloaded": sorted(self.unloaded),
             "sidecars": [
                 {"step": sidecar.label, "url": sidecar.url, "alive": sidecar.is_alive()}
                 for sidecar in self.server.sidecars

@@ -159,7 +159,8 @@ def test_from_options_still_validates_values():
 
 
 def test_launch_defaults():
-    spec = LaunchSpec(repository="repos/minilm")  # type: ignore[arg-type]
+    spec = LaunchSpec(repositories=("repos/minilm",))  # type: ignore[arg-type]
+    assert spec.repositories == (Path("repos/minilm"),)
     assert spec.repository == Path("repos/minilm")
     assert (spec.http_port, spec.grpc_port, spec.metrics_port) == (8000, 8001, 8002)
     assert spec.host == "127.0.0.1"
@@ -170,26 +171,26 @@ def test_launch_defaults():
 def test_bad_port_names_the_flag(field, value):
     flag = "--" + field.replace("_", "-")
     with pytest.raises(SpecError) as caught:
-        LaunchSpec(repository=Path("r"), **{field: value})
+        LaunchSpec(repositories=(Path("r"),), **{field: value})
     assert f"`{flag}`" in str(caught.value)
     assert repr(value) in str(caught.value)
 
 
 @pytest.mark.parametrize("port", [1, 65535])
 def test_port_range_edges_are_valid(port):
-    spec = LaunchSpec(repository=Path("r"), http_port=port, grpc_port=9001, metrics_port=9002)
+    spec = LaunchSpec(repositories=(Path("r"),), http_port=port, grpc_port=9001, metrics_port=9002)
     assert spec.http_port == port
 
 
 def test_ports_must_differ():
     with pytest.raises(SpecError, match="must differ"):
-        LaunchSpec(repository=Path("r"), http_port=9000, grpc_port=9000, metrics_port=9002)
+        LaunchSpec(repositories=(Path("r"),), http_port=9000, grpc_port=9000, metrics_port=9002)
 
 
 def test_launch_host_and_timeouts_are_validated():
     with pytest.raises(SpecError, match="`--host`"):
-        LaunchSpec(repository=Path("r"), host="")
+        LaunchSpec(repositories=(Path("r"),), host="")
     with pytest.raises(SpecError, match="`--startup-timeout`"):
-        LaunchSpec(repository=Path("r"), startup_timeout_s=0)
+        LaunchSpec(repositories=(Path("r"),), startup_timeout_s=0)
     with pytest.raises(SpecError, match="`--exit-timeout`"):
-        LaunchSpec(repository=Path("r"), exit_timeout_s=-1)
+        LaunchSpec(repositories=(Path("r"),), exit_timeout_s=-1)

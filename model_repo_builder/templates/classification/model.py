@@ -17,7 +17,7 @@ import trb_runtime  # noqa: F401  (first: makes the virtual environment importab
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from sequence_classifier import ClassifierSettings, SequenceClassifier
-from trb_runtime import InvalidRequestError, Sidecars, StepError, decode_texts
+from trb_runtime import InvalidRequestError, Sidecars, StepError, decode_texts, model_parameters
 
 QUERY_INPUT = "QUERY"
 TEXT_INPUT = "TEXT"
@@ -29,7 +29,7 @@ class TritonPythonModel:
     def initialize(self, args):
         """Load tokenizer and ONNX session from the version directory."""
         config = json.loads(args["model_config"])
-        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        parameters = model_parameters(config)
         settings = ClassifierSettings.from_parameters(parameters)
         if args["model_instance_kind"] == "GPU":
             settings = ClassifierSettings(

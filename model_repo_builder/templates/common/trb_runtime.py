@@ -120,6 +120,23 @@ class StepError(RuntimeError):
     """A user's pre- or post-processing step failed on a request; the message carries its own."""
 
 
+LAUNCH_PARAMETERS_VARIABLE = "TRB_LAUNCH_PARAMETERS"
+
+
+def model_parameters(config: dict[str, Any]) -> dict[str, str]:
+    """A model's config.pbtxt parameters (as strings), with the launcher's overrides for it on top.
+
+    `trb launch` serving several repositories in one server divides the cores among all their
+    instances; it passes each model's share in TRB_LAUNCH_PARAMETERS (JSON: model → name → value),
+    so the same built repository runs with fewer threads beside other models, unchanged on disk.
+    """
+    import json
+
+    parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+    overrides = json.loads(os.environ.get(LAUNCH_PARAMETERS_VARIABLE) or "{}").get(config.get("name"), {})
+    return {**parameters, **{key: str(value) for key, value in overrides.items()}}
+
+
 SIDECARS_VARIABLE = "TRB_SIDECARS"
 
 

@@ -13,7 +13,7 @@ import trb_runtime  # noqa: F401  (first: makes the virtual environment importab
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from text_embedding import EmbedderSettings, InvalidTextError, TextEmbedder, decode_texts
-from trb_runtime import Sidecars, StepError
+from trb_runtime import Sidecars, StepError, model_parameters
 
 INPUT_NAME = "TEXT"
 OUTPUT_NAME = "EMBEDDING"
@@ -25,7 +25,7 @@ class TritonPythonModel:
     def initialize(self, args):
         """Load tokenizer and ONNX session from the version directory."""
         config = json.loads(args["model_config"])
-        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        parameters = model_parameters(config)
         settings = EmbedderSettings.from_parameters(parameters)
         if args["model_instance_kind"] == "GPU":
             settings = EmbedderSettings(

@@ -40,7 +40,7 @@ from generation import (
     pad_token_rows,
     request_params,
 )
-from trb_runtime import Sidecars, StepError
+from trb_runtime import Sidecars, StepError, model_parameters
 
 
 def _optional_input(request, name):
@@ -54,7 +54,7 @@ class TritonPythonModel:
     def initialize(self, args):
         """Load the tokenizer and the ONNX Runtime sessions from the version directory."""
         config = json.loads(args["model_config"])
-        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        parameters = model_parameters(config)
         settings = GeneratorSettings.from_parameters(parameters)
         if args["model_instance_kind"] == "GPU":
             settings = GeneratorSettings(

@@ -15,7 +15,7 @@ import trb_runtime  # noqa: F401  (first: makes the virtual environment importab
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from token_classifier import TokenClassifier, TokenClassifierSettings
-from trb_runtime import InvalidRequestError, decode_texts
+from trb_runtime import InvalidRequestError, decode_texts, model_parameters
 
 TEXT_INPUT = "TEXT"
 
@@ -49,7 +49,7 @@ class TritonPythonModel:
     def initialize(self, args):
         """Load tokenizer and ONNX session from the version directory."""
         config = json.loads(args["model_config"])
-        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        parameters = model_parameters(config)
         settings = TokenClassifierSettings.from_parameters(parameters)
         version_dir = os.path.join(args["model_repository"], args["model_version"])
         self.classifier = TokenClassifier(
