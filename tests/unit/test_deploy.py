@@ -88,7 +88,7 @@ def _validate_inference_service(document: dict[str, Any]) -> None:
 
 
 def test_launch_and_container_render_the_same_tritonserver_flags(repository: Path) -> None:
-    spec = LaunchSpec(repository=repository)
+    spec = LaunchSpec(repositories=(repository,))
     local = TritonServer(spec).command()[1:]
     container = docker_command(spec)
     served = container[container.index("tritonserver") + 1 :]

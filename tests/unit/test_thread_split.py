@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from deploy_fixtures import make_repository
 
 from model_repo_builder.errors import RepositoryError, SpecError
 from model_repo_builder.repository import config as model_config
@@ -113,10 +114,10 @@ def test_model_parameters_lays_the_launchers_overrides_over_the_config(monkeypat
 
 
 def test_docker_mounts_each_repository_and_names_each(tmp_path: Path) -> None:
-    spec = LaunchSpec(repositories=(tmp_path / "a", tmp_path / "b"))
-    command = docker_command(spec)
-    assert f"{(tmp_path / 'a').resolve()}:/models/0:ro" in command
-    assert f"{(tmp_path / 'b').resolve()}:/models/1:ro" in command
+    first, second = make_repository(tmp_path / "a"), make_repository(tmp_path / "b")
+    command = docker_command(LaunchSpec(repositories=(first, second)))
+    assert f"{first.resolve()}:/models/0:ro" in command
+    assert f"{second.resolve()}:/models/1:ro" in command
     assert [c for c in command if c.startswith("--model-repository")] == [
         "--model-repository=/models/0",
         "--model-repository=/models/1",
