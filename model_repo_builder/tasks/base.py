@@ -103,6 +103,11 @@ class Task:
     needs_tokenizer: ClassVar[bool] = True  # the build checks the tokenizer before writing anything
     pre_steps: ClassVar[bool] = False  # takes `--pre` steps (texts → texts) before the model
     post_step_kind: ClassVar[str | None] = None  # what `--post` steps take and return: text, vectors
+    # Why `--target gpu` (the ensemble around Triton's native onnxruntime backend) is not built for
+    # this task yet; None where it is.
+    gpu_not_yet: ClassVar[str | None] = (
+        "the GPU ensemble (tokenizer step, onnxruntime-backend model step) is built for embeddings only"
+    )
 
     @property
     def text_inputs(self) -> tuple[str, ...]:
