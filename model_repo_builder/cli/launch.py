@@ -44,6 +44,12 @@ if TYPE_CHECKING:
 )
 @click.option("--gpus", is_flag=True, help="With --docker: pass all GPUs to the container.")
 @click.option(
+    "--cpu-smoke",
+    is_flag=True,
+    help="Smoke-test a --target gpu repository on this CPU: its onnxruntime-backend model step runs on "
+    "the python ONNX Runtime runner, in a temporary copy (the built repository is not changed).",
+)
+@click.option(
     "--supervise/--no-supervise",
     default=True,
     show_default=True,
@@ -60,10 +66,11 @@ def command(
     docker: bool,
     image: str | None,
     gpus: bool,
+    cpu_smoke: bool,
     supervise: bool,
 ) -> None:
     """Start tritonserver on REPOSITORY, wait for every model, print the endpoints."""
-    from model_repo_builder.errors import ToolNotFoundError
+    from model_repo_builder.errors import SpecError, ToolNotFoundError
     from model_repo_builder.runtime.cpu import repository_cpu_warnings
     from model_repo_builder.runtime.server import TritonServer, repository_models
     from model_repo_builder.runtime.status import state_file
@@ -78,7 +85,12 @@ def command(
         metrics_port=metrics_port,
         startup_timeout_s=startup_timeout,
         exit_timeout_s=exit_timeout,
+        cpu_smoke=cpu_smoke,
     )
+    if docker and cpu_smoke:
+        raise SpecError(
+            "`--cpu-smoke` runs the local CPU server; the container (`--docker`) needs no substitute"
+        )
     if docker:
         from model_repo_builder.runtime.docker import DEFAULT_IMAGE, docker_command, docker_unavailable_reason
 
@@ -108,6 +120,17 @@ def command(
         with server:
             state = state_file(spec.http_port)
             supervisor = Supervisor(server, state_path=state).start() if supervise else None
+            if server.substituted:
+                click.secho(
+                    f"CPU SMOKE RUN: {', '.join(server.substituted)} runs on the python ONNX Runtime runner "
+                    "on this CPU, NOT on the onnxruntime backend with TensorRT it was built for; this checks "
+                    "the ensemble's wiring, inputs, outputs and numbers, not GPU speed nor the TensorRT "
+                    "engine "
+                    f"(serving a temporary copy: {server.served_repository})",
+                    err=True,
+                    bold=True,
+                    fg="yellow",
+                )
             click.echo(f"serving {', '.join(server.models)} from {repository}")
             click.echo(f"  HTTP     http://{server.http_url}/v2/models/{server.models[0]}/infer")
             click.echo(f"  gRPC     {server.grpc_url}")

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,7 +31,7 @@ from model_repo_builder.repository.manifest import MANIFEST_NAME, read_manifest
 from model_repo_builder.repository.writer import file_hashes
 from model_repo_builder.runtime.flags import ServerFlags
 from model_repo_builder.runtime.sidecar import SidecarProcess, endpoints, sidecar_processes
-from model_repo_builder.runtime.tools import find_tritonserver
+from model_repo_builder.runtime.tools import TritonInstallation, find_tritonserver
 from model_repo_builder.spec import LaunchSpec
 from model_repo_builder.templates.common.trb_runtime import SIDECARS_VARIABLE
 
@@ -108,6 +109,13 @@ class TritonServer:
         self._log_path: Path | None = None
         self._log_handle: object | None = None
         self.sidecars: list[SidecarProcess] = []
+        self.substituted: list[str] = []  # models the CPU smoke run serves on the python ONNX runner
+        self._smoke_copy: Path | None = None
+
+    @property
+    def served_repository(self) -> Path:
+        """The folder tritonserver serves: the repository, or its CPU-smoke copy."""
+        return self._smoke_copy or self.spec.repository
 
     @property
     def client_host(self) -> str:
@@ -144,7 +152,7 @@ class TritonServer:
         installation = find_tritonserver()
         return ServerFlags(
             admin_key=self.admin_key,
-            model_repository=str(self.spec.repository.resolve()),
+            model_repository=str(self.served_repository.resolve()),
             address=self.spec.host,
             http_port=self.spec.http_port,
             grpc_port=self.spec.grpc_port,
@@ -176,6 +184,16 @@ class TritonServer:
         ):
             check_port_free(self.spec.host, port, flag)
         installation = find_tritonserver()
+        self._prepare_backends(installation.backend_dir)
+        try:
+            self._start_processes(installation)
+        except BaseException:
+            self._remove_smoke_copy()
+            raise
+        return self
+
+    def _start_processes(self, installation: TritonInstallation) -> None:
+        """Start the sidecars (waiting until they answer), then tritonserver on the served folder."""
         command = self.command()
         # Sidecars first: a model's warmup already runs its steps.
         self.sidecars = [process.start() for process in sidecar_processes(self.spec.repository, self.models)]
@@ -191,7 +209,7 @@ class TritonServer:
         log_file = tempfile.NamedTemporaryFile(prefix="tritonserver-", suffix=".log", delete=False)  # noqa: SIM115
         self._log_path = Path(log_file.name)
         self._log_handle = log_file
-        LOGGER.info("starting tritonserver on %s (log: %s)", self.spec.repository, self._log_path)
+        LOGGER.info("starting tritonserver on %s (log: %s)", self.served_repository, self._log_path)
         LOGGER.debug("command: %s", " ".join(command))
         self._process = subprocess.Popen(
             command,
@@ -201,7 +219,38 @@ class TritonServer:
             env=environment,
             preexec_fn=die_with_parent,
         )
-        return self
+
+    def _remove_smoke_copy(self) -> None:
+        """Delete the CPU-smoke copy, if this server made one."""
+        if self._smoke_copy is not None:
+            shutil.rmtree(self._smoke_copy, ignore_errors=True)
+            self._smoke_copy = None
+
+    def _prepare_backends(self, backends: Path) -> None:
+        """Refuse native onnxruntime models the local server lacks; with `cpu_smoke`, substitute them."""
+        from model_repo_builder.runtime.cpu_smoke import (
+            NATIVE_ONNX_BACKEND,
+            cpu_smoke_copy,
+            native_onnx_models,
+        )
+
+        if self.spec.cpu_smoke:
+            target = Path(tempfile.mkdtemp(prefix="trb-cpu-smoke-"))
+            try:
+                self.substituted = cpu_smoke_copy(self.spec.repository, self.models, target)
+            except BaseException:
+                shutil.rmtree(target, ignore_errors=True)
+                raise
+            self._smoke_copy = target
+            return
+        native = native_onnx_models(self.spec.repository, self.models)
+        if native and not (backends / NATIVE_ONNX_BACKEND).is_dir():
+            raise RepositoryError(
+                f"{', '.join(native)} runs on Triton's onnxruntime backend (a GPU-target repository), which "
+                f"this tritonserver lacks (backends in {backends}); serve it where that "
+                "backend exists (`trb deploy docker`, NGC image), or smoke-test it on this CPU with "
+                "`trb launch --cpu-smoke`"
+            )
 
     def logs(self) -> str:
         """Everything the server has written so far."""
@@ -254,6 +303,7 @@ class TritonServer:
         """SIGTERM (in-flight requests finish), wait, then SIGKILL; return the exit code."""
         process = self._process
         if process is None:
+            self._remove_smoke_copy()
             return None
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -268,6 +318,7 @@ class TritonServer:
             self._log_handle = None
         for sidecar in self.sidecars:  # after the server: requests in flight still reach their steps
             sidecar.stop()
+        self._remove_smoke_copy()
         return process.returncode
 
     def __enter__(self) -> TritonServer:

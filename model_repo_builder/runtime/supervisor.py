@@ -53,6 +53,8 @@ class _ModelState:
 def expected_stubs(repository: Path, model: str) -> set[str]:
     """The stub names a model's instance groups start: `<model>_<group>_<index>`."""
     config = model_config.parse((repository / model / "config.pbtxt").read_text(encoding="utf-8"))
+    if config.backend != "python":  # ensembles and native backends start no stub
+        return set()
     groups = config.instance_group or [None]
     return {
         f"{model}_{group_index}_{index}"
@@ -99,7 +101,7 @@ class Supervisor:
         self.interval_s = interval_s
         self.max_backoff_s = max_backoff_s
         self.states = {model: _ModelState() for model in server.models}
-        self._expected = {m: expected_stubs(server.spec.repository, m) for m in server.models}
+        self._expected = {m: expected_stubs(server.served_repository, m) for m in server.models}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
