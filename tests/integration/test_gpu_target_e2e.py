@@ -7,6 +7,11 @@ copy. What runs for real: the ensemble, the tokenizer step, the graph with pooli
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +23,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from model_repo_builder.build import BuildResult, build
+from model_repo_builder.client import embed_texts
 from model_repo_builder.errors import RepositoryError
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.manifest import read_manifest
@@ -141,3 +147,32 @@ def test_the_smoke_copy_is_removed_when_the_server_stops(gpu_repo, server_launch
     assert copy.is_dir()
     server.stop()
     assert not copy.exists()
+
+
+def test_trb_launch_cpu_smoke_says_so_loudly_and_serves(gpu_repo, free_ports, reference):
+    http, grpc, metrics = free_ports(3)
+    command = [str(Path(sys.executable).with_name("trb")), "launch", str(gpu_repo.repository), "--cpu-smoke"]
+    command += ["--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _ready(http):
+            assert launcher.poll() is None, launcher.stdout.read() if launcher.stdout else ""
+            assert time.monotonic() < deadline, "trb launch --cpu-smoke was not ready in 120 s"
+            time.sleep(0.2)
+        served = embed_texts(NAME, TEXTS[:2], url=f"127.0.0.1:{http}")
+        assert np.sum(served * reference(TEXTS[:2]), axis=1).min() >= 0.9999
+    finally:
+        launcher.send_signal(signal.SIGTERM)
+        output, _ = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, output
+    assert f"CPU SMOKE RUN: {NAME}_model runs on the python ONNX Runtime runner" in output
+    assert "NOT on the onnxruntime backend with TensorRT" in output
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
