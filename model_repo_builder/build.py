@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model_repo_builder.errors import SpecError, VerificationError
+from model_repo_builder.errors import SpecError, ToolNotFoundError, UnsupportedModelError, VerificationError
 from model_repo_builder.models.source import ResolvedModel, check_weights, load_tokenizer, resolve_source
 from model_repo_builder.repository.embedding import BuiltModel
 from model_repo_builder.repository.manifest import MANIFEST_NAME, Manifest, library_versions, read_manifest
@@ -37,8 +37,11 @@ def build(spec: BuildSpec, model_dir: Path | None = None) -> BuildResult:
     An int8 build with `--int8-scheme auto` tries each portable quantization scheme in turn and keeps
     the first that passes verification; the manifest records the one it kept.
     """
+    _check_model_format(spec)
     source = resolve_source(spec.source, model_dir, task=spec.task)
     task = get_task(source.task)
+    if spec.target == "gpu" and task.gpu_not_yet is not None:
+        raise UnsupportedModelError(f"not yet: `--target gpu` for {task.name} models: {task.gpu_not_yet}")
     check_weights(source.path, spec.allow_pickle)
     if task.needs_tokenizer:
         load_tokenizer(source.path)  # fails here, before anything is written, without tokenizer files
@@ -102,6 +105,25 @@ def _build_once(
         manifest = Manifest(**{**draft.__dict__, "files": file_hashes(staging)})
         (staging / MANIFEST_NAME).write_text(manifest.to_yaml(), encoding="utf-8")
     return BuildResult(repository=target, name=name, manifest=manifest)
+
+
+def _check_model_format(spec: BuildSpec) -> None:
+    """`--format tensorrt` fails at once: without a GPU it cannot be built; with one, not yet."""
+    if spec.model_format != "tensorrt":
+        return
+    from model_repo_builder.runtime.gpu import gpu_unavailable_reason
+
+    reason = gpu_unavailable_reason()
+    if reason is not None:
+        raise ToolNotFoundError(
+            f"`--format tensorrt` builds TensorRT plans on the GPU that will serve them, and this machine "
+            f"has none: {reason}. Build `--target gpu` (ONNX with the TensorRT accelerator, engines built "
+            "when the model loads) here, or run the build on the GPU machine"
+        )
+    raise UnsupportedModelError(
+        "not yet: `--format tensorrt` (building TensorRT plans) is not implemented; build `--target gpu` "
+        "(the onnxruntime backend builds TensorRT engines from the ONNX model when it loads)"
+    )
 
 
 def _verified_on(spec: BuildSpec) -> dict[str, Any]:

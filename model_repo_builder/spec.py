@@ -16,6 +16,13 @@ from model_repo_builder.errors import SpecError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEVICE_KINDS = ("cpu", "gpu")
+# Where a repository is meant to run. `cpu`: every model a python-backend model (ONNX Runtime inside
+# the stub, on `--kind` instances). `gpu`: an ensemble whose model step is Triton's native onnxruntime
+# backend with the TensorRT execution accelerator on KIND_GPU instances (repository/gpu_embedding.py).
+TARGETS = ("cpu", "gpu")
+# What the model step is: ONNX (run by ONNX Runtime, on GPU through its TensorRT accelerator) or a
+# TensorRT plan (built on the GPU that serves it; not yet).
+MODEL_FORMATS = ("onnx", "tensorrt")
 # How a text-to-text generation model batches: whole requests run to completion together, or
 # sequences join and leave the running batch at every decode step. Embedding models ignore it.
 # Continuous is the default: on bench/bench_seq2seq.py (flan-t5-small, 20 clients) it gave more
@@ -49,6 +56,14 @@ def _require_ports(http_port: Any, grpc_port: Any, metrics_port: Any) -> None:
         raise SpecError(f"`--http-port`, `--grpc-port` and `--metrics-port` must differ, got {ports}")
 
 
+def parse_gpu_list(text: str) -> tuple[int, ...]:
+    """`--gpus 0,1` as GPU ids; anything but comma-separated integers is a `SpecError`."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise SpecError(f"`--gpus` must be comma-separated GPU ids such as 0,1; got {text!r}")
+    return tuple(int(part) for part in parts)
+
+
 def validate_model_name(name: str) -> None:
     """Raise `SpecError` unless `name` is usable as a Triton model directory name."""
     if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
@@ -67,7 +82,10 @@ class BuildSpec:
     output: Path = Path("repos")
     precision: str = "fp32"
     instances: int = 1
-    kind: str = "cpu"
+    kind: str = ""  # "": cpu, or gpu with `target` gpu (resolved at construction)
+    target: str = "cpu"
+    gpus: tuple[int, ...] = ()  # GPU ids for KIND_GPU instances, `instances` on each; (): every GPU
+    model_format: str = "onnx"
     max_batch_size: int = 32
     max_queue_delay_us: int = 1000
     max_queue_size: int = 256
@@ -97,7 +115,7 @@ class BuildSpec:
         if self.name is not None:
             validate_model_name(self.name)
         _require_choice("--precision", self.precision, PRECISIONS)
-        _require_choice("--kind", self.kind, DEVICE_KINDS)
+        self._resolve_device()
         _require_choice("--batching", self.batching, BATCHING_MODES)
         from model_repo_builder.export.quantize import INT8_SCHEME_CHOICES
 
@@ -174,6 +192,35 @@ class BuildSpec:
             resources[match[1]] = int(match[2])
         return resources
 
+    def _resolve_device(self) -> None:
+        """`--target gpu` implies `--kind gpu`; `--gpus` and `--format tensorrt` need a GPU target.
+
+        `--target` decides the repository's layout (one python-backend model, or an ensemble around
+        the native onnxruntime backend) and `--kind` only where instances run, so `--target gpu`
+        sets the kind rather than replacing the option: `--kind gpu` alone keeps its old meaning
+        (the python-backend model with ONNX Runtime's CUDA provider).
+        """
+        _require_choice("--target", self.target, TARGETS)
+        _require_choice("--format", self.model_format, MODEL_FORMATS)
+        if not self.kind:
+            object.__setattr__(self, "kind", "gpu" if self.target == "gpu" else "cpu")
+        _require_choice("--kind", self.kind, DEVICE_KINDS)
+        if self.target == "gpu" and self.kind != "gpu":
+            raise SpecError(
+                f"`--target gpu` runs the model step on KIND_GPU instances; `--kind {self.kind}` "
+                "contradicts it (leave `--kind` out)"
+            )
+        gpus = tuple(self.gpus)  # a manifest holds a list
+        for gpu in gpus:
+            _require_int_at_least("--gpus", gpu, 0)
+        if len(set(gpus)) != len(gpus):
+            raise SpecError(f"`--gpus` lists a GPU twice: {','.join(map(str, gpus))}")
+        if gpus and self.kind != "gpu":
+            raise SpecError("`--gpus` places KIND_GPU instances; add `--target gpu`")
+        object.__setattr__(self, "gpus", gpus)
+        if self.model_format == "tensorrt" and self.target != "gpu":
+            raise SpecError("`--format tensorrt` builds TensorRT plans for GPUs; add `--target gpu`")
+
     def int8_candidates(self) -> list[BuildSpec]:
         """The specs a build tries in turn: `--int8-scheme auto` becomes each portable scheme in order."""
         from model_repo_builder.export.quantize import AUTO_INT8_SCHEMES
@@ -203,6 +250,7 @@ class BuildSpec:
         data["pre"], data["post"] = list(self.pre), list(self.post)  # YAML has lists, not tuples
         data["priority_queues"] = list(self.priority_queues)
         data["rate_limit_resources"] = list(self.rate_limit_resources)
+        data["gpus"] = list(self.gpus)
         return data
 
     @classmethod
@@ -231,6 +279,9 @@ class LaunchSpec:
     extra_args: tuple[str, ...] = field(default_factory=tuple)
     cache_size_mb: int = 64  # the response cache, when a served model has it on
     rate_limit_resources: tuple[str, ...] = ()  # `NAME=COUNT`: the budget rate-limited models share
+    # Serve a GPU-target repository on the local CPU server: models of the native onnxruntime
+    # backend run on the python ONNX Runtime runner, in a temporary copy (runtime/cpu_smoke.py).
+    cpu_smoke: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.repositories, (str, Path)):
@@ -243,6 +294,8 @@ class LaunchSpec:
         if repeated:
             raise SpecError(f"`REPOSITORY` given more than once: {', '.join(repeated)}")
         object.__setattr__(self, "repositories", given)
+        if self.cpu_smoke and len(given) != 1:
+            raise SpecError(f"`--cpu-smoke` serves one repository at a time, got {len(given)}")
         _require_ports(self.http_port, self.grpc_port, self.metrics_port)
         if not self.host:
             raise SpecError("`--host` must not be empty")

@@ -11,7 +11,14 @@ if TYPE_CHECKING:
     from rich.status import Status
 
 from model_repo_builder.export.quantize import INT8_SCHEME_CHOICES
-from model_repo_builder.spec import BATCHING_MODES, DEFAULT_BATCHING, DEVICE_KINDS, PRECISIONS
+from model_repo_builder.spec import (
+    BATCHING_MODES,
+    DEFAULT_BATCHING,
+    DEVICE_KINDS,
+    MODEL_FORMATS,
+    PRECISIONS,
+    TARGETS,
+)
 
 
 @click.command("build")
@@ -33,7 +40,32 @@ from model_repo_builder.spec import BATCHING_MODES, DEFAULT_BATCHING, DEVICE_KIN
     "--precision", type=click.Choice(PRECISIONS), default=None, help="fp32 (default), fp16 or int8."
 )
 @click.option("--instances", type=int, default=None, help="Model instances sharing the device (default 1).")
-@click.option("--kind", type=click.Choice(DEVICE_KINDS), default=None, help="Instance kind (default cpu).")
+@click.option(
+    "--kind",
+    type=click.Choice(DEVICE_KINDS),
+    default=None,
+    help="Instance kind (default cpu; gpu with --target gpu).",
+)
+@click.option(
+    "--target",
+    type=click.Choice(TARGETS),
+    default=None,
+    help="cpu (default): python-backend models; gpu: an ensemble whose model step is Triton's onnxruntime "
+    "backend with the TensorRT accelerator on KIND_GPU instances (embeddings only; implies --kind gpu).",
+)
+@click.option(
+    "--gpus",
+    "gpus",
+    default=None,
+    help="GPU ids for the KIND_GPU instances, e.g. 0,1: --instances on each (default: every GPU).",
+)
+@click.option(
+    "--format",
+    "model_format",
+    type=click.Choice(MODEL_FORMATS),
+    default=None,
+    help="Model step format for --target gpu: onnx (default) or tensorrt (plans; not yet).",
+)
 @click.option("--max-batch-size", type=int, default=None, help="Largest batch Triton forms (default 32).")
 @click.option(
     "--max-queue-delay-us",
@@ -137,9 +169,11 @@ def command(
     """Convert, quantize and verify a model, then write a Triton repository atomically."""
     from model_repo_builder.build import build, spec_from_manifest
     from model_repo_builder.errors import SpecError
-    from model_repo_builder.spec import BuildSpec
+    from model_repo_builder.spec import BuildSpec, parse_gpu_list
 
     given = {key: value for key, value in options.items() if value is not None and value != ()}
+    if "gpus" in given:
+        given["gpus"] = parse_gpu_list(str(given["gpus"]))
     if manifest is not None:
         spec = spec_from_manifest(manifest, output=output)
         spec = BuildSpec(**{**spec.__dict__, **given, **({"source": source} if source else {})})
@@ -159,6 +193,9 @@ def command(
         f"max batch {spec.max_batch_size}"
     )
     click.echo(f"  verified against the source model: {verification['summary']}")
+    if spec.target == "gpu":
+        click.echo(f"  GPU target: {verification['gpu_engine']}")
+        click.echo(f"  smoke-test it on this CPU: trb launch {result.repository} --cpu-smoke")
     click.echo(f"  next: trb launch {result.repository}")
 
 

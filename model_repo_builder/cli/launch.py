@@ -58,6 +58,12 @@ if TYPE_CHECKING:
     "--rate-limit-resource share (default: the most any one instance needs).",
 )
 @click.option(
+    "--cpu-smoke",
+    is_flag=True,
+    help="Smoke-test a --target gpu repository on this CPU: its onnxruntime-backend model step runs on "
+    "the python ONNX Runtime runner, in a temporary copy (the built repository is not changed).",
+)
+@click.option(
     "--supervise/--no-supervise",
     default=True,
     show_default=True,
@@ -76,10 +82,11 @@ def command(
     gpus: bool,
     cache_size_mb: int,
     rate_limit_resources: tuple[str, ...],
+    cpu_smoke: bool,
     supervise: bool,
 ) -> None:
     """Serve every model of every REPOSITORY in one tritonserver, wait until ready, print the endpoints."""
-    from model_repo_builder.errors import ToolNotFoundError
+    from model_repo_builder.errors import SpecError, ToolNotFoundError
     from model_repo_builder.runtime.cpu import repository_cpu_warnings
     from model_repo_builder.runtime.server import TritonServer, served_models
     from model_repo_builder.runtime.status import state_file
@@ -96,7 +103,12 @@ def command(
         exit_timeout_s=exit_timeout,
         cache_size_mb=cache_size_mb,
         rate_limit_resources=rate_limit_resources,
+        cpu_smoke=cpu_smoke,
     )
+    if docker and cpu_smoke:
+        raise SpecError(
+            "`--cpu-smoke` runs the local CPU server; the container (`--docker`) needs no substitute"
+        )
     if docker:
         from model_repo_builder.runtime.docker import DEFAULT_IMAGE, docker_command, docker_unavailable_reason
 
@@ -127,6 +139,17 @@ def command(
         with server:
             state = state_file(spec.http_port)
             supervisor = Supervisor(server, state_path=state).start() if supervise else None
+            if server.substituted:
+                click.secho(
+                    f"CPU SMOKE RUN: {', '.join(server.substituted)} runs on the python ONNX Runtime runner "
+                    "on this CPU, NOT on the onnxruntime backend with TensorRT it was built for; this checks "
+                    "the ensemble's wiring, inputs, outputs and numbers, not GPU speed nor the TensorRT "
+                    "engine "
+                    f"(serving a temporary copy: {server.served_repositories[0]})",
+                    err=True,
+                    bold=True,
+                    fg="yellow",
+                )
             click.echo(f"serving {', '.join(server.models)} from {', '.join(map(str, repositories))}")
             if server.threads is not None and server.threads.models:
                 shared = "shared by all models" if len(repositories) > 1 else "as built"

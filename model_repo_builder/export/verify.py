@@ -147,3 +147,54 @@ def compare(
         )
     LOGGER.info("%s verified: min cosine %.6f, max |diff| %s", precision, report.min_cosine, report.max_diffs)
     return report
+
+
+def compare_pooled(
+    precision: str,
+    reference: tuple[np.ndarray, np.ndarray, np.ndarray],
+    candidate_mask: np.ndarray,
+    candidate_pooled: np.ndarray,
+) -> VerificationReport:
+    """Compare a graph that outputs sentence embeddings (pooled in the graph) with the source model.
+
+    The candidate's tokens are padded to a fixed length: its mask must equal the reference's (padded
+    to the longest text) on the reference's positions and be zero after them.
+    """
+    _, ref_mask, ref_pooled = reference
+    width = ref_mask.shape[1]
+    if (
+        candidate_mask.shape[0] != ref_mask.shape[0]
+        or candidate_mask.shape[1] < width
+        or not np.array_equal(candidate_mask[:, :width], ref_mask)
+        or candidate_mask[:, width:].any()
+    ):
+        raise VerificationError(
+            "the served tokenizer disagrees with the source tokenizer (attention masks differ)",
+            {"attention_mask": float(np.abs(ref_mask.sum() - candidate_mask.sum()))},
+        )
+    pooled_diff = float(np.abs(ref_pooled - candidate_pooled).max())
+    cosines = np.sum(ref_pooled * candidate_pooled, axis=1) / (
+        np.linalg.norm(ref_pooled, axis=1) * np.linalg.norm(candidate_pooled, axis=1)
+    )
+    report = VerificationReport(
+        precision=precision,
+        texts=len(cosines),
+        min_cosine=float(cosines.min()),
+        mean_cosine=float(cosines.mean()),
+        max_diffs={"sentence_embedding": pooled_diff},
+    )
+    tolerance = TOLERANCES[precision]
+    problems = []
+    if report.min_cosine < tolerance.min_cosine:
+        problems.append(f"min cosine {report.min_cosine:.5f} < {tolerance.min_cosine}")
+    if report.mean_cosine < tolerance.mean_cosine:
+        problems.append(f"mean cosine {report.mean_cosine:.5f} < {tolerance.mean_cosine}")
+    if problems:
+        raise VerificationError(
+            f"{precision} model does not match the source model: {'; '.join(problems)} "
+            f"(max |diff| per output: sentence_embedding: {pooled_diff:.3g})",
+            report.max_diffs,
+            report.as_dict(),
+        )
+    LOGGER.info("%s verified: min cosine %.6f, max |diff| %.3g", precision, report.min_cosine, pooled_diff)
+    return report

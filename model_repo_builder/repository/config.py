@@ -121,3 +121,76 @@ def serialize_bytes_element(text: str) -> bytes:
     """One TYPE_STRING element as Triton reads it from a warmup file: 4-byte length, then UTF-8."""
     data = text.encode("utf-8")
     return len(data).to_bytes(4, "little") + data
+
+
+# --- the GPU target: native onnxruntime backend, TensorRT accelerator, ensembles ----------------
+
+# TensorRT's precision per trb precision (the onnxruntime backend's `precision_mode` values).
+TENSORRT_PRECISIONS = {"fp32": "FP32", "fp16": "FP16"}
+# The onnxruntime backend's default workspace: the GPU memory TensorRT may use while it builds and runs.
+TENSORRT_WORKSPACE_BYTES = 1 << 30
+# Engines and timing caches are written where the server runs, never into the (read-only) model
+# mount; /tmp is writable for the container's non-root user. A restart rebuilds them.
+TENSORRT_CACHE_ROOT = "/tmp/trb-trt-cache"
+
+
+def gpu_instance_group(spec: BuildSpec) -> list[dict[str, Any]]:
+    """`--instances` KIND_GPU instances on each GPU of `--gpus` (on every GPU when none are listed)."""
+    group: dict[str, Any] = {"count": spec.instances, "kind": INSTANCE_KINDS["gpu"]}
+    if spec.gpus:
+        group["gpus"] = list(spec.gpus)
+    return [group]
+
+
+def profile_shapes(inputs: list[str], batch: int, length: int) -> str:
+    """One TensorRT optimization-profile bound: `name:batchxlength,…` for every input."""
+    return ",".join(f"{name}:{batch}x{length}" for name in inputs)
+
+
+def tensorrt_accelerator(
+    *, model_name: str, precision: str, inputs: list[str], max_batch_size: int, sequence_length: int
+) -> dict[str, Any]:
+    """The `optimization` block that runs an ONNX model through ONNX Runtime's TensorRT provider.
+
+    One optimization profile covers batch 1 to `max_batch_size` at the fixed sequence length, so
+    every batch the dynamic batcher forms reuses one engine; engines and the timing cache persist
+    under TENSORRT_CACHE_ROOT/<model>, so a second load of the same model skips the engine build.
+    """
+    cache = f"{TENSORRT_CACHE_ROOT}/{model_name}"
+    parameters = {
+        "precision_mode": TENSORRT_PRECISIONS[precision],
+        "max_workspace_size_bytes": str(TENSORRT_WORKSPACE_BYTES),
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": f"{cache}/engines",
+        "trt_timing_cache_enable": "1",
+        "trt_timing_cache_path": f"{cache}/timing",
+        "trt_profile_min_shapes": profile_shapes(inputs, 1, sequence_length),
+        # Under load the batcher forms full batches: that is the shape worth tuning for.
+        "trt_profile_opt_shapes": profile_shapes(inputs, max_batch_size, sequence_length),
+        "trt_profile_max_shapes": profile_shapes(inputs, max_batch_size, sequence_length),
+    }
+    return {
+        "execution_accelerators": {
+            "gpu_execution_accelerator": [{"name": "tensorrt", "parameters": parameters}]
+        }
+    }
+
+
+def zero_warmup(inputs: list[dict[str, Any]], max_batch_size: int) -> list[dict[str, Any]]:
+    """Warm up tensor inputs with zeros at batch 1 and the largest batch (builds TensorRT engines at load)."""
+    return [
+        {
+            "name": f"warmup_batch_{size}",
+            "batch_size": size,
+            "inputs": {
+                tensor["name"]: {"data_type": tensor["data_type"], "dims": tensor["dims"], "zero_data": True}
+                for tensor in inputs
+            },
+        }
+        for size in sorted({1, max_batch_size})
+    ]
+
+
+def ensemble_step(model_name: str, input_map: dict[str, str], output_map: dict[str, str]) -> dict[str, Any]:
+    """One step of `ensemble_scheduling`: the model's tensor names mapped to the ensemble's."""
+    return {"model_name": model_name, "model_version": -1, "input_map": input_map, "output_map": output_map}

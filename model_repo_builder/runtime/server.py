@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,7 +37,7 @@ from model_repo_builder.runtime.admin import key_file, write_key
 from model_repo_builder.runtime.flags import ServerFlags
 from model_repo_builder.runtime.sidecar import SidecarProcess, endpoints, sidecar_processes
 from model_repo_builder.runtime.threads import ThreadSplit, thread_split
-from model_repo_builder.runtime.tools import find_tritonserver
+from model_repo_builder.runtime.tools import TritonInstallation, find_tritonserver
 from model_repo_builder.spec import LaunchSpec
 from model_repo_builder.templates.common.trb_runtime import LAUNCH_PARAMETERS_VARIABLE, SIDECARS_VARIABLE
 
@@ -130,6 +131,8 @@ class TritonServer:
         self._log_path: Path | None = None
         self._log_handle: object | None = None
         self.sidecars: list[SidecarProcess] = []
+        self.substituted: list[str] = []  # models the CPU smoke run serves on the python ONNX runner
+        self._smoke_copy: Path | None = None
 
     @property
     def client_host(self) -> str:
@@ -166,7 +169,7 @@ class TritonServer:
         installation = find_tritonserver()
         return ServerFlags(
             admin_key=self.admin_key,
-            model_repositories=tuple(str(repository.resolve()) for repository in self.spec.repositories),
+            model_repositories=tuple(str(repository.resolve()) for repository in self.served_repositories),
             address=self.spec.host,
             http_port=self.spec.http_port,
             grpc_port=self.spec.grpc_port,
@@ -226,6 +229,16 @@ class TritonServer:
         ):
             check_port_free(self.spec.host, port, flag)
         installation = find_tritonserver()
+        self._prepare_backends(installation.backend_dir)
+        try:
+            self._start_processes(installation)
+        except BaseException:
+            self._remove_smoke_copy()
+            raise
+        return self
+
+    def _start_processes(self, installation: TritonInstallation) -> None:
+        """Start the sidecars (waiting until they answer), then tritonserver on the served folder."""
         command = self.command()
         # Sidecars first: a model's warmup already runs its steps.
         self.sidecars = [
@@ -250,7 +263,7 @@ class TritonServer:
         self._log_handle = log_file
         LOGGER.info(
             "starting tritonserver on %s (log: %s)",
-            ", ".join(map(str, self.spec.repositories)),
+            ", ".join(map(str, self.served_repositories)),
             self._log_path,
         )
         LOGGER.debug("command: %s", " ".join(command))
@@ -263,7 +276,51 @@ class TritonServer:
             preexec_fn=die_with_parent,
         )
         write_key(self.key_path, self.admin_key)  # for `trb models` run by this user
-        return self
+
+    def _remove_smoke_copy(self) -> None:
+        """Delete the CPU-smoke copy, if this server made one."""
+        if self._smoke_copy is not None:
+            shutil.rmtree(self._smoke_copy, ignore_errors=True)
+            self._smoke_copy = None
+
+    def _prepare_backends(self, backends: Path) -> None:
+        """Refuse native onnxruntime models the local server lacks; with `cpu_smoke`, substitute them."""
+        from model_repo_builder.runtime.cpu_smoke import (
+            NATIVE_ONNX_BACKEND,
+            cpu_smoke_copy,
+            native_onnx_models,
+        )
+
+        if self.spec.cpu_smoke:
+            target = Path(tempfile.mkdtemp(prefix="trb-cpu-smoke-"))
+            try:
+                (repository,) = self.spec.repositories  # LaunchSpec allows one with cpu_smoke
+                self.substituted = cpu_smoke_copy(repository, self.models, target)
+            except BaseException:
+                shutil.rmtree(target, ignore_errors=True)
+                raise
+            self._smoke_copy = target
+            self.model_repositories = served_models(self.served_repositories)
+            return
+        native = [
+            model
+            for repository in self.spec.repositories
+            for model in native_onnx_models(
+                repository, [m for m, r in self.model_repositories.items() if r == repository]
+            )
+        ]
+        if native and not (backends / NATIVE_ONNX_BACKEND).is_dir():
+            raise RepositoryError(
+                f"{', '.join(native)} runs on Triton's onnxruntime backend (a GPU-target repository), which "
+                f"this tritonserver lacks (backends in {backends}); serve it where that "
+                "backend exists (`trb deploy docker`, NGC image), or smoke-test it on this CPU with "
+                "`trb launch --cpu-smoke`"
+            )
+
+    @property
+    def served_repositories(self) -> tuple[Path, ...]:
+        """The folders tritonserver serves: the repositories, or the one's CPU-smoke copy."""
+        return (self._smoke_copy,) if self._smoke_copy is not None else self.spec.repositories
 
     @property
     def key_path(self) -> Path:
@@ -321,6 +378,7 @@ class TritonServer:
         """SIGTERM (in-flight requests finish), wait, then SIGKILL; return the exit code."""
         process = self._process
         if process is None:
+            self._remove_smoke_copy()
             return None
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -337,6 +395,7 @@ class TritonServer:
             sidecar.stop()
         if self.key_path.is_file() and self.key_path.read_text(encoding="utf-8") == self.admin_key:
             self.key_path.unlink()
+        self._remove_smoke_copy()
         return process.returncode
 
     def __enter__(self) -> TritonServer:

@@ -56,6 +56,8 @@ class _ModelState:
 def expected_stubs(repository: Path, model: str) -> set[str]:
     """The stub names a model's instance groups start: `<model>_<group>_<index>`."""
     config = model_config.parse((repository / model / "config.pbtxt").read_text(encoding="utf-8"))
+    if config.backend != "python":  # ensembles and native backends start no stub
+        return set()
     groups = config.instance_group or [None]
     return {
         f"{model}_{group_index}_{index}"

@@ -104,6 +104,11 @@ class Task:
     pre_steps: ClassVar[bool] = False  # takes `--pre` steps (texts → texts) before the model
     # what `--post` steps take and return: text, vectors, or arrays (the named outputs)
     post_step_kind: ClassVar[str | None] = None
+    # Why `--target gpu` (the ensemble around Triton's native onnxruntime backend) is not built for
+    # this task yet; None where it is.
+    gpu_not_yet: ClassVar[str | None] = (
+        "the GPU ensemble (tokenizer step, onnxruntime-backend model step) is built for embeddings only"
+    )
 
     @property
     def text_inputs(self) -> tuple[str, ...]:

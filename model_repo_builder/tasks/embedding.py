@@ -41,6 +41,7 @@ class FeatureExtraction(Task):
     main_output = "EMBEDDING"
     pre_steps = True
     post_step_kind = "vectors"
+    gpu_not_yet = None
 
     def detect(self, facts: ModelFacts) -> bool:
         """A sentence-transformers bi-encoder, or a bare encoder checkpoint with no task head."""
@@ -57,7 +58,11 @@ class FeatureExtraction(Task):
             )
 
     def build(self, spec: Any, source: Any, name: str, staging: Path) -> Any:
-        """See `repository/embedding.py`."""
+        """See `repository/embedding.py`, and `repository/gpu_embedding.py` for `--target gpu`."""
+        if spec.target == "gpu":
+            from model_repo_builder.repository.gpu_embedding import build_gpu_embedding
+
+            return build_gpu_embedding(spec, source, name, staging)
         from model_repo_builder.repository.embedding import build_embedding
 
         return build_embedding(spec, source, name, staging)

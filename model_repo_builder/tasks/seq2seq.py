@@ -70,6 +70,14 @@ class Text2TextGeneration(Task):
     generates = True
     pre_steps = True
     post_step_kind = "text"
+    # On GPU, flan-t5 must run in BF16 or FP32: T5's feed-forward activations exceed FP16's range
+    # (65504) and turn into inf/NaN, so a TensorRT FP16 engine of it generates garbage (docs/gpu-target.md).
+    gpu_not_yet = (
+        "the GPU target for generation needs the decode loop (encoder, decoder-with-past, KV cache, "
+        "continuous batching) driving onnxruntime-backend or TensorRT steps on the GPU, with BF16/FP32 "
+        "engines for T5 (FP16 overflows its activations); today's decode loop runs inside the python "
+        "backend on ONNX Runtime: build without `--target gpu` (`--kind gpu` runs it with CUDA)"
+    )
 
     def detect(self, facts: ModelFacts) -> bool:
         """A T5- or BART-family checkpoint."""

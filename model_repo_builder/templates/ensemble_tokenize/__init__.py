@@ -1,0 +1,1 @@
+"""The tokenizer step of a GPU-target ensemble, served by the Triton python backend on CPU."""

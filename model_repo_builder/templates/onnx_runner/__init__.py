@@ -1,0 +1,1 @@
+"""A python-backend ONNX Runtime runner that stands in for a native onnxruntime model on CPU."""
