@@ -257,7 +257,8 @@ class TritonServer:
             raise
         environment = installation.environment()
         environment[SIDECARS_VARIABLE] = json.dumps(endpoints(self.sidecars))
-        environment[LAUNCH_PARAMETERS_VARIABLE] = json.dumps(self.threads.overrides())
+        overrides = self.threads.overrides() if self.threads is not None else {}
+        environment[LAUNCH_PARAMETERS_VARIABLE] = json.dumps(overrides)
         log_file = tempfile.NamedTemporaryFile(prefix="tritonserver-", suffix=".log", delete=False)  # noqa: SIM115
         self._log_path = Path(log_file.name)
         self._log_handle = log_file
