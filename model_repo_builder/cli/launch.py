@@ -166,6 +166,11 @@ def command(
             click.echo(f"  log      {server.log_path}")
             if supervisor is not None:
                 click.echo("  supervised: a model whose stub dies is reloaded (see warnings below)")
+            click.echo(
+                f"  admin    `trb models` reads the key from {server.key_path} (this user only); Triton "
+                "2.51 takes it only on its command line, so local users can read it with `ps`: on a "
+                "shared machine run trb as its own user"
+            )
             click.echo("Ctrl-C stops the server; in-flight requests finish first.")
             try:
                 _wait(server, stop_requested)

@@ -51,6 +51,7 @@ STEPS_FILE = "steps.json"
 STEP_MODEL = "step"
 STEP_TENSOR = "DATA"
 KINDS = ("text", "vectors", "arrays")
+PYTRITON_SHM_PREFIX = "pytrtion"  # sic: PyTriton 0.7's shared-memory region prefix
 # Sample rows per data type for checking an `arrays` step at build time.
 _SAMPLE_ROWS = 2
 
@@ -396,6 +397,17 @@ class SidecarProcess:
             os.killpg(group, signal.SIGKILL)  # PyTriton's own tritonserver, if still there
         self._process.wait()
         self._wait_ports_free(timeout_s)
+        self._remove_shared_memory(group)
+
+    @staticmethod
+    def _remove_shared_memory(pid: int) -> None:
+        """Remove the python-backend regions of PyTriton's server, which a killed one leaves in /dev/shm.
+
+        PyTriton names them `pytrtion<pid of the process hosting Triton>-…`: this sidecar's.
+        """
+        for region in Path("/dev/shm").glob(f"{PYTRITON_SHM_PREFIX}{pid}-*"):
+            with contextlib.suppress(OSError):
+                region.unlink()
 
     def _wait_ports_free(self, timeout_s: float) -> None:
         """The group's other processes die a moment after the leader; a restart needs their ports."""

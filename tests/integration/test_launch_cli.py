@@ -170,5 +170,8 @@ def test_a_killed_launcher_leaves_no_server_sidecar_or_shared_memory_behind(
             launcher.kill()
     left = {pid: Path(f"/proc/{pid}/cmdline").read_text()[:80] for pid in tree if _alive(pid)}
     assert not left, f"still running {ORPHAN_BOUND_S:.0f} s after the launcher was killed: {left}"
-    regions = [name for name in os.listdir("/dev/shm") if any(str(pid) in name for pid in tree)]
+    # PyTriton names its regions after the process hosting its server: the sidecar's.
+    regions = [
+        name for name in os.listdir("/dev/shm") if any(name.startswith(f"pytrtion{pid}-") for pid in tree)
+    ]
     assert not regions, f"shared memory left behind: {regions}"

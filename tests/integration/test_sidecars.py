@@ -114,7 +114,8 @@ def test_a_killed_sidecar_is_restarted_and_traffic_recovers(embedding_with_steps
     sidecar = server.sidecars[0]
     try:
         killed_at = time.monotonic()
-        os.kill(sidecar._process.pid, signal.SIGKILL)  # type: ignore[union-attr]
+        killed = sidecar._process.pid  # type: ignore[union-attr]
+        os.kill(killed, signal.SIGKILL)
         failures, recovered = [], None
         while time.monotonic() - killed_at < 60:
             started = time.monotonic()
@@ -132,6 +133,8 @@ def test_a_killed_sidecar_is_restarted_and_traffic_recovers(embedding_with_steps
     assert supervisor.restarts()[sidecar.label] == 1
     assert all(took < 5 for took, _ in failures)
     assert all("unreachable" in message or "failed" in message for _, message in failures)
+    # The killed server's python-backend regions were removed with it, not left in /dev/shm.
+    assert not [name for name in os.listdir("/dev/shm") if name.startswith(f"pytrtion{killed}-")]
 
 
 def test_generation_steps_wrap_the_prompt_and_the_text(tmp_path_factory, tiny_t5: Path) -> None:
