@@ -40,34 +40,35 @@ def as_dict(config: model_config_pb2.ModelConfig) -> dict[str, Any]:
     return json_format.MessageToDict(config, preserving_proto_field_name=True)
 
 
-def preferred_batch_sizes(max_batch_size: int) -> list[int]:
-    """Powers of two from 4 up to, and including, the maximum batch size."""
-    sizes = [size for size in (4, 8, 16, 32, 64, 128, 256) if size < max_batch_size]
-    return [*sizes, max_batch_size]
-
-
 def scheduling(spec: BuildSpec, decoupled: bool = False) -> dict[str, Any]:
     """Batching, queueing, caching and instance settings shared by every served model trb builds.
 
     By default the queue is bounded: once `max_queue_size` requests wait, new ones are rejected at
     once with UNAVAILABLE (HTTP 503) instead of waiting behind an ever longer queue. `max_queue_size`
-    0 leaves the queue unbounded and writes no queue policy: in Triton 2.51 any queue policy turns off
-    the dynamic batcher's prefetching, which costs throughput on a busy CPU (see bench/results).
+    0 leaves the queue unbounded and writes no queue policy.
+
+    Why no `preferred_batch_size`: in Triton 2.51 any queue policy turns off the dynamic batcher's
+    prefetching (`PriorityQueue::SupportPrefetching`); the batcher then forms a batch only while an
+    instance waits for one, and nothing tells it when an instance frees up. An arriving request
+    wakes it, but with preferred sizes only once the queue holds the next preferred size; without
+    them every accepted arrival does (`DynamicBatchScheduler::Enqueue`). At 32 clients on a queue
+    that never fills the two measure the same (bench/results/queue.md). What no setting fixes: a
+    request refused by a full queue returns before that wake-up, so under sustained overload the
+    batcher sleeps its 500 ms timeout (`WaitForPayloadSlotAvailable`) while requests are queued and
+    the instance is idle; the README's "Overload" paragraph gives the cost. `allow_timeout_override`
+    is off so that clients cannot lift the server's queue policy.
 
     With `priority_levels` the batcher keeps one queue per level (1 is served first); a level
     without its own `priority_queues` policy gets the default one. `rate_limit_resources` are what
     each instance must hold to execute (the server's budget is set by `trb launch`). The response
     cache is left out of decoupled (streaming) models: Triton caches no decoupled responses.
     """
-    batching: dict[str, Any] = {
-        "preferred_batch_size": preferred_batch_sizes(spec.max_batch_size),
-        "max_queue_delay_microseconds": spec.max_queue_delay_us,
-    }
+    batching: dict[str, Any] = {"max_queue_delay_microseconds": spec.max_queue_delay_us}
     if spec.max_queue_size > 0:
         batching["default_queue_policy"] = {
             "timeout_action": "REJECT",
             "default_timeout_microseconds": 0,
-            "allow_timeout_override": True,
+            "allow_timeout_override": False,
             "max_queue_size": spec.max_queue_size,
         }
     if spec.priority_levels:
@@ -77,7 +78,7 @@ def scheduling(spec: BuildSpec, decoupled: bool = False) -> dict[str, Any]:
             str(level): {
                 "timeout_action": "REJECT",
                 "default_timeout_microseconds": timeout_us,
-                "allow_timeout_override": True,
+                "allow_timeout_override": False,
                 "max_queue_size": size,
             }
             for level, (size, timeout_us) in sorted(spec.priority_queue_policies().items())

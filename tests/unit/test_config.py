@@ -58,7 +58,8 @@ def test_embedding_config_fields_that_matter():
     assert config.backend == "python"
     assert config.max_batch_size == 16
     batching = config.dynamic_batching
-    assert list(batching.preferred_batch_size) == [4, 8, 16]
+    # No preferred sizes: with a queue policy, only they keep an arriving request from waking the batcher.
+    assert list(batching.preferred_batch_size) == []
     assert batching.max_queue_delay_microseconds == 500
     policy = batching.default_queue_policy
     assert policy.max_queue_size == 64
@@ -128,22 +129,6 @@ def test_render_then_parse_is_lossless():
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("max_batch_size", "expected"),
-    [
-        (1, [1]),
-        (3, [3]),
-        (4, [4]),
-        (5, [4, 5]),
-        (16, [4, 8, 16]),
-        (32, [4, 8, 16, 32]),
-        (100, [4, 8, 16, 32, 64, 100]),
-    ],
-)
-def test_preferred_batch_sizes(max_batch_size, expected):
-    assert model_config.preferred_batch_sizes(max_batch_size) == expected
 
 
 def test_queue_is_bounded_and_rejects():

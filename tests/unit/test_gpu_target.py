@@ -168,7 +168,7 @@ def test_model_step_is_the_native_backend_on_the_gpus_asked_for():
     ]
     assert [(o.name, list(o.dims)) for o in config.output] == [("EMBEDDING", [384])]
     assert config.max_batch_size == 16
-    assert list(config.dynamic_batching.preferred_batch_size) == [4, 8, 16]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 500  # the spec of rendered_configs()
     every_gpu = model_config.parse(
         model_config.render(model_step_configuration(BuildSpec(source="m", target="gpu"), "m", TOKENS, 64, 8))
     )

@@ -40,8 +40,8 @@ def test_priority_levels_and_per_level_queue_policies_parse_back() -> None:
     assert batching["priority_levels"] == "3"  # uint64 in protobuf JSON
     assert batching["default_priority_level"] == "3"
     assert batching["priority_queue_policy"] == {
-        "1": {"allow_timeout_override": True},
-        "3": {"default_timeout_microseconds": "50000", "allow_timeout_override": True, "max_queue_size": 4},
+        "1": {},  # every field at its default: REJECT, no timeout, no client override, unbounded
+        "3": {"default_timeout_microseconds": "50000", "max_queue_size": 4},
     }
     assert batching["default_queue_policy"]["max_queue_size"] == 64  # level 2 gets the default policy
     message = model_config.parse(model_config.render({"name": "m", **model_config.scheduling(spec)}))
