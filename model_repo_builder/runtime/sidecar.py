@@ -54,6 +54,8 @@ KINDS = ("text", "vectors", "arrays")
 PYTRITON_SHM_PREFIX = "pytrtion"  # sic: PyTriton 0.7's shared-memory region prefix
 # Sample rows per data type for checking an `arrays` step at build time.
 _SAMPLE_ROWS = 2
+# numpy dtypes of the Triton data types an `arrays` step exchanges (strings travel as bytes objects)
+_NUMPY = {"TYPE_FP32": "float32", "TYPE_INT64": "int64", "TYPE_INT32": "int32", "TYPE_BOOL": "bool"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,9 +122,6 @@ def sample_arrays(tensors: tuple[dict[str, Any], ...], rows: int = _SAMPLE_ROWS)
         else:
             arrays[tensor["name"]] = np.ones((rows, width), dtype=_NUMPY[tensor["data_type"]])
     return arrays
-
-
-_NUMPY = {"TYPE_FP32": "float32", "TYPE_INT64": "int64", "TYPE_INT32": "int32", "TYPE_BOOL": "bool"}
 
 
 def check_arrays(result: Any, tensors: tuple[dict[str, Any], ...], rows: int, label: str) -> dict[str, Any]:

@@ -227,7 +227,7 @@ class Sidecars:
         for position, url in enumerate(self.endpoints.get(stage, [])):
             texts = isinstance(data, list)
             if isinstance(data, dict):
-                named = dict(data)
+                named = data
             else:
                 named = {
                     "DATA": np.array([[t.encode("utf-8")] for t in data], dtype=np.object_) if texts else data
