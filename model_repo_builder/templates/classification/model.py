@@ -17,7 +17,14 @@ import trb_runtime  # noqa: F401  (first: makes the virtual environment importab
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from sequence_classifier import ClassifierSettings, SequenceClassifier
-from trb_runtime import InvalidRequestError, Sidecars, StepError, decode_texts, model_parameters
+from trb_runtime import (
+    InvalidRequestError,
+    Sidecars,
+    StepError,
+    decode_texts,
+    error_response,
+    model_parameters,
+)
 
 QUERY_INPUT = "QUERY"
 TEXT_INPUT = "TEXT"
@@ -91,11 +98,11 @@ class TritonPythonModel:
             try:
                 parsed[index] = self._parse(request)
             except InvalidRequestError as error:
-                responses[index] = _error(error)
+                responses[index] = error_response(error)
         texts, queries, owners = [], [], []
         for index, outcome in self._prepare(parsed).items():
             if isinstance(outcome, StepError):
-                responses[index] = _error(outcome)
+                responses[index] = error_response(outcome)
                 continue
             texts.extend(outcome[0])
             queries.extend(outcome[1] or ())
@@ -109,15 +116,9 @@ class TritonPythonModel:
             start += count
         for (index, _), outcome in zip(owners, self.sidecars.run_each("post", groups), strict=True):
             if isinstance(outcome, StepError):
-                responses[index] = _error(outcome)
+                responses[index] = error_response(outcome)
                 continue
             responses[index] = pb_utils.InferenceResponse(
                 [pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in outcome.items()]
             )
         return responses
-
-
-def _error(error):
-    """400 / INVALID_ARGUMENT for a request that cannot be served as sent; 500 when a step failed."""
-    code = pb_utils.TritonError.INTERNAL if isinstance(error, StepError) else pb_utils.TritonError.INVALID_ARG
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), code))

@@ -120,6 +120,17 @@ class StepError(RuntimeError):
     """A user's pre- or post-processing step failed on a request; the message carries its own."""
 
 
+def error_response(error: Exception) -> Any:
+    """The answer to a request that failed: 500 when a user's step failed, else 400 / INVALID_ARGUMENT.
+
+    Only inside the stub (it imports Triton's python-backend utilities).
+    """
+    import triton_python_backend_utils as pb_utils
+
+    code = pb_utils.TritonError.INTERNAL if isinstance(error, StepError) else pb_utils.TritonError.INVALID_ARG
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), code))
+
+
 LAUNCH_PARAMETERS_VARIABLE = "TRB_LAUNCH_PARAMETERS"
 
 

@@ -13,7 +13,7 @@ import trb_runtime  # noqa: F401  (first: makes the virtual environment importab
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from text_embedding import EmbedderSettings, InvalidTextError, TextEmbedder, decode_texts
-from trb_runtime import Sidecars, StepError, model_parameters
+from trb_runtime import Sidecars, StepError, error_response, model_parameters
 
 INPUT_NAME = "TEXT"
 OUTPUT_NAME = "EMBEDDING"
@@ -53,12 +53,12 @@ class TritonPythonModel:
             try:
                 decoded[index] = decode_texts(raw, INPUT_NAME, self.embedder.settings.max_text_bytes)
             except InvalidTextError as error:
-                responses[index] = _error(error)
+                responses[index] = error_response(error)
         prepared = dict(zip(decoded, self.sidecars.run_each("pre", list(decoded.values())), strict=True))
         texts, owners = [], []
         for index, outcome in prepared.items():
             if isinstance(outcome, StepError):
-                responses[index] = _error(outcome)
+                responses[index] = error_response(outcome)
                 continue
             texts.extend(outcome)
             owners.append((index, len(outcome)))
@@ -70,15 +70,9 @@ class TritonPythonModel:
                 start += count
             for (index, _), outcome in zip(owners, self.sidecars.run_each("post", rows), strict=True):
                 if isinstance(outcome, StepError):
-                    responses[index] = _error(outcome)
+                    responses[index] = error_response(outcome)
                     continue
                 responses[index] = pb_utils.InferenceResponse(
                     [pb_utils.Tensor(OUTPUT_NAME, np.ascontiguousarray(outcome, dtype=np.float32))]
                 )
         return responses
-
-
-def _error(error):
-    """400 / INVALID_ARGUMENT for a request that cannot be served as sent; 500 when a step failed."""
-    code = pb_utils.TritonError.INTERNAL if isinstance(error, StepError) else pb_utils.TritonError.INVALID_ARG
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), code))

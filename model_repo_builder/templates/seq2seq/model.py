@@ -40,7 +40,7 @@ from generation import (
     pad_token_rows,
     request_params,
 )
-from trb_runtime import Sidecars, StepError, model_parameters
+from trb_runtime import Sidecars, StepError, error_response, model_parameters
 
 
 def _optional_input(request, name):
@@ -112,7 +112,7 @@ class TritonPythonModel:
             try:
                 request_ids, request_params_ = self._parse(request)
             except (InvalidRequestError, StepError) as error:
-                responses[index] = _invalid(error)
+                responses[index] = error_response(error)
                 continue
             token_ids.extend(request_ids)
             params.extend(request_params_)
@@ -132,7 +132,7 @@ class TritonPythonModel:
             try:
                 texts = self.sidecars.run("post", texts)
             except StepError as error:
-                return _invalid(error)
+                return error_response(error)
         return _generated(texts, rows)
 
     def _stream(self, requests):
@@ -151,7 +151,7 @@ class TritonPythonModel:
                 if request_params_[0].num_beams > 1:
                     raise InvalidRequestError("beam search cannot stream; use the non-streaming model")
             except (InvalidRequestError, StepError) as error:
-                sender.send(_invalid(error), flags=final)
+                sender.send(error_response(error), flags=final)
                 continue
             senders.append(sender)
             token_ids.extend(request_ids)
@@ -195,7 +195,7 @@ class TritonPythonModel:
             try:
                 request_ids, request_params_ = self._parse(request)
             except (InvalidRequestError, StepError) as error:
-                sender.send(_invalid(error), flags=final)
+                sender.send(error_response(error), flags=final)
                 continue
             pending = _Pending(sender, request_ids, request_params_)
             if any(row_params.num_beams > 1 for row_params in request_params_):
@@ -261,12 +261,6 @@ class TritonPythonModel:
                 pending.finish(row, ids, self._answer)
         while not self._beam_queue.empty():
             self._beam_queue.get_nowait().fail("the model is being unloaded")
-
-
-def _invalid(error):
-    """400 / INVALID_ARGUMENT for a request that cannot be served as sent; 500 when a step failed."""
-    code = pb_utils.TritonError.INTERNAL if isinstance(error, StepError) else pb_utils.TritonError.INVALID_ARG
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error), code))
 
 
 def _generated(texts, rows):
