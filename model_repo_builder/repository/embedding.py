@@ -165,15 +165,17 @@ def build_embedding(spec: BuildSpec, source: ResolvedModel, name: str, staging: 
         lay_out_model(model_dir, files, "embedding", TEMPLATE_FILES, WARMUP_SENTENCE)
     config_text = model_config.render(model_configuration(spec, name, dimension, parameters))
     (model_dir / "config.pbtxt").write_text(config_text, encoding="utf-8")
-    return BuiltModel(
-        model={
-            "inputs": {INPUT_NAME: "TYPE_STRING [batch, 1] UTF-8 text"},
-            "outputs": {OUTPUT_NAME: f"TYPE_FP32 [batch, {dimension}]"},
-            "dimension": dimension,
-            "pooling": pipeline.pooling,
-            "normalize": pipeline.normalize,
-            "max_length": pipeline.max_length,
-            "pipeline_from_sentence_transformers": pipeline.from_sentence_transformers,
-        },
-        verification=report.as_dict(),
-    )
+    return BuiltModel(model=embedding_facts(pipeline, dimension), verification=report.as_dict())
+
+
+def embedding_facts(pipeline: Any, dimension: int) -> dict[str, Any]:
+    """What trb.yaml records of a served embedding model, on either target."""
+    return {
+        "inputs": {INPUT_NAME: "TYPE_STRING [batch, 1] UTF-8 text"},
+        "outputs": {OUTPUT_NAME: f"TYPE_FP32 [batch, {dimension}]"},
+        "dimension": dimension,
+        "pooling": pipeline.pooling,
+        "normalize": pipeline.normalize,
+        "max_length": pipeline.max_length,
+        "pipeline_from_sentence_transformers": pipeline.from_sentence_transformers,
+    }

@@ -27,6 +27,7 @@ from model_repo_builder.repository.embedding import (
     OUTPUT_NAME,
     WARMUP_SENTENCE,
     BuiltModel,
+    embedding_facts,
     read_pipeline_settings,
 )
 from model_repo_builder.repository.writer import lay_out_model
@@ -185,13 +186,7 @@ def build_gpu_embedding(spec: BuildSpec, source: ResolvedModel, name: str, stagi
     precision_mode = model_config.TENSORRT_PRECISIONS[spec.precision]
     return BuiltModel(
         model={
-            "inputs": {INPUT_NAME: "TYPE_STRING [batch, 1] UTF-8 text"},
-            "outputs": {OUTPUT_NAME: f"TYPE_FP32 [batch, {dimension}]"},
-            "dimension": dimension,
-            "pooling": pipeline.pooling,
-            "normalize": pipeline.normalize,
-            "max_length": pipeline.max_length,
-            "pipeline_from_sentence_transformers": pipeline.from_sentence_transformers,
+            **embedding_facts(pipeline, dimension),
             "target": "gpu",
             "ensemble": [tokenize_step_name(name), model_step_name(name)],
             "model_step": {

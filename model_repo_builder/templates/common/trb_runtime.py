@@ -120,6 +120,34 @@ class StepError(RuntimeError):
     """A user's pre- or post-processing step failed on a request; the message carries its own."""
 
 
+def gather_texts(
+    requests: list[Any], input_name: str, max_bytes: int | None
+) -> tuple[list[Any], list[str], list[tuple[int, int]]]:
+    """Each request's texts of `input_name`, decoded, for one batched call over all of them.
+
+    Returns the responses so far (a 400 for each request whose texts cannot be served, None for the
+    others), every good request's texts in order, and (request index, text count) per good request.
+    Only inside the stub.
+    """
+    import triton_python_backend_utils as pb_utils
+
+    responses: list[Any] = [None] * len(requests)
+    texts: list[str] = []
+    owners: list[tuple[int, int]] = []
+    for index, request in enumerate(requests):
+        tensor = pb_utils.get_input_tensor_by_name(request, input_name)
+        try:
+            if tensor is None:
+                raise InvalidRequestError(f"the request has no {input_name} input")
+            decoded = decode_texts(tensor.as_numpy(), input_name, max_bytes)
+        except InvalidRequestError as error:
+            responses[index] = error_response(error)
+            continue
+        texts.extend(decoded)
+        owners.append((index, len(decoded)))
+    return responses, texts, owners
+
+
 def error_response(error: Exception) -> Any:
     """The answer to a request that failed: 500 when a user's step failed, else 400 / INVALID_ARGUMENT.
 

@@ -11,7 +11,8 @@ import trb_runtime  # noqa: F401  (first: makes the virtual environment importab
 
 # isort: split
 import triton_python_backend_utils as pb_utils
-from token_inputs import InvalidTextError, TokenInputs, TokenizerSettings, decode_texts
+from token_inputs import TokenInputs, TokenizerSettings
+from trb_runtime import gather_texts
 
 INPUT_NAME = "TEXT"
 
@@ -29,19 +30,7 @@ class TritonPythonModel:
 
     def execute(self, requests):
         """Answer each request with its own rows of one batched tokenization."""
-        responses = [None] * len(requests)
-        texts, owners = [], []
-        for index, request in enumerate(requests):
-            raw = pb_utils.get_input_tensor_by_name(request, INPUT_NAME).as_numpy()
-            try:
-                decoded = decode_texts(raw, INPUT_NAME, self.tokens.settings.max_text_bytes)
-            except InvalidTextError as error:
-                responses[index] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
-                )
-                continue
-            texts.extend(decoded)
-            owners.append((index, len(decoded)))
+        responses, texts, owners = gather_texts(requests, INPUT_NAME, self.tokens.settings.max_text_bytes)
         if texts:
             tensors = self.tokens.tokenize(texts)
             start = 0

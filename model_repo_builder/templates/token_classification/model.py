@@ -15,7 +15,7 @@ import trb_runtime  # noqa: F401  (first: makes the virtual environment importab
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from token_classifier import TokenClassifier, TokenClassifierSettings
-from trb_runtime import InvalidRequestError, decode_texts, model_parameters
+from trb_runtime import gather_texts, model_parameters
 
 TEXT_INPUT = "TEXT"
 
@@ -58,20 +58,7 @@ class TritonPythonModel:
 
     def execute(self, requests):
         """Answer each request with its own rows of one batched computation."""
-        responses = [None] * len(requests)
-        texts, owners = [], []
-        limit = self.classifier.settings.max_text_bytes
-        for index, request in enumerate(requests):
-            try:
-                raw = pb_utils.get_input_tensor_by_name(request, TEXT_INPUT).as_numpy()
-                decoded = decode_texts(raw, TEXT_INPUT, limit)
-            except InvalidRequestError as error:
-                responses[index] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
-                )
-                continue
-            texts.extend(decoded)
-            owners.append((index, len(decoded)))
+        responses, texts, owners = gather_texts(requests, TEXT_INPUT, self.classifier.settings.max_text_bytes)
         if texts:
             found = self.classifier.entities(texts)
             start = 0
