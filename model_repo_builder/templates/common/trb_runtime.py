@@ -17,7 +17,7 @@ for _entry in os.environ.get("TRB_PYTHONPATH", "").split(os.pathsep):
     if _entry and _entry not in sys.path:
         sys.path.append(_entry)
 
-from collections.abc import Sequence  # noqa: E402
+from collections.abc import Iterator, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -107,6 +107,66 @@ def encoder_feeds(session: Any, encodings: Sequence[Any]) -> tuple[dict[str, np.
     if "token_type_ids" in names:
         feeds["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
     return {name: value for name, value in feeds.items() if name in names}, mask
+
+
+# Length-aware batching. An encoder batch is padded to its longest row, so one 256-token passage in a
+# dynamic batch makes every 10-token query beside it cost 256 tokens of work. `length_groups` sorts the
+# rows by length and cuts them into runs wherever a cut saves more padded work than one more encoder call
+# costs. The cost model, in tokens of work: a row padded to L tokens costs L * (1 + L / ATTENTION_LENGTH)
+# (self-attention grows with the square of the length); a call costs `call_cost_tokens(threads)`.
+# Measured on MiniLM int8 with ONNX Runtime (bench/bench_text_lengths.py's machine): splitting a batch
+# in two costs ~10 tokens of work on one thread, but 60-180 tokens on two, whose threads then
+# synchronise on smaller matrices; the attention term fits 1/500-1/450 per token of length.
+ATTENTION_LENGTH = 512.0
+
+
+def call_cost_tokens(intra_op_threads: int) -> float:
+    """What one more encoder call costs, in tokens of work, for a session on `intra_op_threads`."""
+    return 16.0 + 128.0 * (max(intra_op_threads, 1) - 1)
+
+
+def length_groups(lengths: Sequence[int] | np.ndarray, call_cost: float) -> list[np.ndarray]:
+    """Row indices in runs of similar length, each run one padded encoder call; the cheapest split.
+
+    Exact minimum of the cost model over splits of the rows sorted by length (dynamic programming).
+    """
+    lengths = np.asarray(lengths, dtype=np.float64)
+    order = np.argsort(lengths, kind="stable")
+    ordered = lengths[order]
+    count = len(ordered)
+    best = np.zeros(count + 1)  # best[k]: cheapest cost of the k shortest rows
+    start_of = np.zeros(count + 1, dtype=np.int64)
+    for end in range(1, count + 1):
+        longest = ordered[end - 1]
+        starts = np.arange(end)
+        costs = best[:end] + call_cost + (end - starts) * longest * (1.0 + longest / ATTENTION_LENGTH)
+        start_of[end] = int(np.argmin(costs))
+        best[end] = costs[start_of[end]]
+    groups: list[np.ndarray] = []
+    end = count
+    while end > 0:
+        groups.append(order[start_of[end] : end])
+        end = int(start_of[end])
+    return groups[::-1]
+
+
+def run_by_length(
+    session: Any, output_name: str, feeds: dict[str, np.ndarray], mask: np.ndarray, settings: Any
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Run the encoder per length group: (row indices, the output for those rows, their mask).
+
+    Each group is cut to its own longest row (the tokenizer pads on the right). Without
+    `settings.length_bucketing`, one call over all rows as given.
+    """
+    if not settings.length_bucketing:
+        (output,) = session.run([output_name], feeds)
+        yield np.arange(len(mask)), output, mask
+        return
+    lengths = mask.sum(axis=1)
+    for rows in length_groups(lengths, call_cost_tokens(settings.intra_op_threads)):
+        width = max(int(lengths[rows].max()), 1)
+        (output,) = session.run([output_name], {name: value[rows, :width] for name, value in feeds.items()})
+        yield rows, output, mask[rows, :width]
 
 
 def _step_reason(message: str) -> str:
@@ -324,6 +384,7 @@ def encoder_parameters(settings: Any) -> dict[str, str]:
         "intra_op_threads": str(settings.intra_op_threads),
         "allow_spinning": str(settings.allow_spinning).lower(),
         "providers": ",".join(settings.providers),
+        "length_bucketing": str(settings.length_bucketing).lower(),
     }
 
 
@@ -337,6 +398,7 @@ def parse_encoder_parameters(parameters: dict[str, str], max_length: int) -> dic
         "intra_op_threads": int(parameters.get("intra_op_threads", "1")),
         "allow_spinning": parameters.get("allow_spinning", "false").lower() == "true",
         "providers": tuple(p for p in parameters.get("providers", "CPUExecutionProvider").split(",") if p),
+        "length_bucketing": parameters.get("length_bucketing", "true").lower() == "true",
     }
 
 

@@ -20,6 +20,7 @@ if __package__:  # imported from the trb package (tests)
         encoder_feeds,
         encoder_runtime,
         parse_encoder_parameters,
+        run_by_length,
     )
 else:  # copied next to trb_runtime.py in a repository
     from trb_runtime import (  # type: ignore[no-redef]
@@ -29,6 +30,7 @@ else:  # copied next to trb_runtime.py in a repository
         encoder_feeds,
         encoder_runtime,
         parse_encoder_parameters,
+        run_by_length,
     )
 
 __all__ = ["InvalidTextError", "decode_texts", "EmbedderSettings", "TextEmbedder", "pool"]
@@ -85,6 +87,7 @@ class EmbedderSettings:
     intra_op_threads: int = 1
     allow_spinning: bool = False
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    length_bucketing: bool = True  # run a batch's rows in groups of similar length
 
     @classmethod
     def from_parameters(cls, parameters: dict[str, str]) -> EmbedderSettings:
@@ -114,6 +117,20 @@ class TextEmbedder:
         return hidden, mask
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Return float32 embeddings [len(texts), dim] in the order of `texts`."""
-        hidden, mask = self.encode(texts)
-        return pool(hidden, mask, self.settings.pooling, self.settings.normalize)
+        """Return float32 embeddings [len(texts), dim] in the order of `texts`.
+
+        The served computation: rows of similar length run together (`length_bucketing`).
+        """
+        clipped = [clip_text(text, self.settings.max_length) for text in texts]
+        feeds, mask = encoder_feeds(self.session, self.tokenizer.encode_batch(clipped))
+        embeddings: np.ndarray | None = None
+        for rows, hidden, rows_mask in run_by_length(
+            self.session, self._output_name, feeds, mask, self.settings
+        ):
+            pooled = pool(hidden, rows_mask, self.settings.pooling, self.settings.normalize)
+            if embeddings is None:
+                embeddings = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
+            embeddings[rows] = pooled
+        if embeddings is None:
+            raise ValueError("no texts given")
+        return embeddings

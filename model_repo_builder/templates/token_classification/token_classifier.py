@@ -22,6 +22,7 @@ if __package__:  # imported from the trb package (tests)
         encoder_parameters,
         encoder_runtime,
         parse_encoder_parameters,
+        run_by_length,
     )
 else:  # copied next to trb_runtime.py in a repository
     from trb_runtime import (  # type: ignore[no-redef]
@@ -30,6 +31,7 @@ else:  # copied next to trb_runtime.py in a repository
         encoder_parameters,
         encoder_runtime,
         parse_encoder_parameters,
+        run_by_length,
     )
 
 
@@ -56,6 +58,7 @@ class TokenClassifierSettings:
     intra_op_threads: int = 1
     allow_spinning: bool = False
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    length_bucketing: bool = True  # run a batch's rows in groups of similar length
 
     def to_parameters(self) -> dict[str, str]:
         """String-valued parameters for config.pbtxt (label lists as JSON)."""
@@ -132,8 +135,10 @@ class TokenClassifier:
     ) -> tuple[list[np.ndarray], list[list[tuple[int, int]]]]:
         """Per text: probabilities [tokens, labels] of its non-special tokens, and their character offsets."""
         encodings = self.tokenizer.encode_batch([clip_text(text, self.settings.max_length) for text in texts])
-        feeds, _ = encoder_feeds(self.session, encodings)
-        (logits,) = self.session.run([self._output_name], feeds)
+        feeds, mask = encoder_feeds(self.session, encodings)
+        logits_of: dict[int, np.ndarray] = {}
+        for rows, part, _ in run_by_length(self.session, self._output_name, feeds, mask, self.settings):
+            logits_of.update(zip(rows.tolist(), part, strict=True))
         probabilities, offsets = [], []
         for row, encoding in enumerate(encodings):
             keep = [
@@ -143,7 +148,7 @@ class TokenClassifier:
                 )
                 if not special and mask
             ]
-            probabilities.append(softmax(logits[row, keep].astype(np.float32)))
+            probabilities.append(softmax(logits_of[row][keep].astype(np.float32)))
             offsets.append([encoding.offsets[index] for index in keep])
         return probabilities, offsets
 
