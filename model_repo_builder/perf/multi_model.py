@@ -224,8 +224,16 @@ class MultiModelResults:
     levels: tuple[SharedLevel, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for results.json."""
-        return dataclasses.asdict(self)
+        """Plain data for results.json (lists where the dataclasses hold tuples)."""
+        return _plain(dataclasses.asdict(self))  # type: ignore[no-any-return]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
 
 
 def summary_sentence(results: MultiModelResults) -> str:
