@@ -396,6 +396,64 @@ class SweepSpec:
             object.__setattr__(self, "prompts", Path(self.prompts))
 
 
+@dataclass(frozen=True, kw_only=True)
+class MultiModelSweepSpec:
+    """What `trb sweep REPO… --models a,b` measures: several models of one server, solo and together.
+
+    Each level of `concurrency` (and of `request_rates`) is applied to every model: first to each
+    model alone, then to all of them at once, one perf_analyzer per model.
+    """
+
+    repositories: tuple[Path, ...] = ()
+    url: str | None = None
+    models: tuple[str, ...] = ()  # empty: the main model of each repository
+    output: Path | None = None
+    concurrency: tuple[int, ...] = (1, 4)
+    request_rates: tuple[float, ...] = ()
+    prompts: Path | None = None
+    protocol: str = "grpc"
+    measurement_interval_ms: int = 1000
+    max_new_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.repositories, (str, Path)):
+            raise SpecError("`repositories` must be a sequence of paths, not one path")
+        object.__setattr__(self, "repositories", tuple(Path(r) for r in self.repositories))
+        object.__setattr__(self, "models", tuple(self.models))
+        if bool(self.repositories) == (self.url is not None):
+            raise SpecError("give repositories to launch, or `--url` of a running server (not both)")
+        if self.url is not None and not self.models:
+            raise SpecError("`--models` is required with `--url`: the names of the served models, e.g. a,b")
+        if not self.models and len(self.repositories) < 2:
+            raise SpecError("a multi-model sweep needs `--models a,b` or at least two repositories")
+        if self.models and len(self.models) < 2:
+            raise SpecError(
+                f"`--models` needs at least two models to drive together, got {self.models[0]!r}; "
+                "measure one model with `trb sweep REPO` or `--model`"
+            )
+        repeated = sorted({name for name in self.models if self.models.count(name) > 1})
+        if repeated:
+            raise SpecError(f"`--models` names {', '.join(repeated)} more than once")
+        for name in self.models:
+            if not name or not name.strip():
+                raise SpecError("`--models` holds an empty name; give comma-separated model names")
+        if not self.concurrency and not self.request_rates:
+            raise SpecError("give at least one `--concurrency` or `--request-rate` level")
+        for level in self.concurrency:
+            _require_int_at_least("--concurrency", level, 1)
+        for rate in self.request_rates:
+            if not rate > 0:
+                raise SpecError(f"`--request-rate` must be > 0 requests/s, got {rate!r}")
+        if self.max_new_tokens is not None:
+            _require_int_at_least("--max-new-tokens", self.max_new_tokens, 1)
+        _require_choice("--protocol", self.protocol, ("grpc", "http"))
+        _require_int_at_least("--interval-ms", self.measurement_interval_ms, 100)
+        if self.prompts is not None:
+            object.__setattr__(self, "prompts", Path(self.prompts))
+        if self.output is not None:
+            object.__setattr__(self, "output", Path(self.output))
+
+
 # trb's image: the top-level Dockerfile, NGC tritonserver 24.10 plus what the generated models import.
 DEFAULT_IMAGE = "trb-triton:24.10"
 DEPLOY_PLATFORMS = ("docker", "k8s")

@@ -1,4 +1,7 @@
-"""`trb sweep REPO`: perf_analyzer sweeps, config search, capacity plan and report."""
+"""`trb sweep REPO`: perf_analyzer sweeps, config search, capacity plan and report.
+
+`trb sweep REPO… --models a,b` drives several models of one server, alone and together.
+"""
 
 from __future__ import annotations
 
@@ -19,13 +22,21 @@ def _numbers(text: str | None, kind: type) -> tuple:  # type: ignore[type-arg]
 
 
 @click.command("sweep")
-@click.argument("repository", required=False, type=click.Path(path_type=Path))
+@click.argument("repositories", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--url", help="host:port of a running server instead of launching REPOSITORY.")
 @click.option("--model", help="Model name (with --url).")
 @click.option(
+    "--models",
+    help="Several models of one server, comma-separated: each measured alone, then all together "
+    "(each at every --concurrency / --request-rate level). Default with several REPOSITORY: their models.",
+)
+@click.option(
     "--output", "-o", type=click.Path(path_type=Path), help="Run folder (default runs/<time>-<model>)."
 )
-@click.option("--concurrency", default="1,2,4,8,16,32", show_default=True, help="Concurrency levels.")
+@click.option(
+    "--concurrency",
+    help="Concurrency levels (per model with --models).  [default: 1,2,4,8,16,32; with --models: 1,4]",
+)
 @click.option(
     "--request-rate", default="", help="Request rates (req/s) for open-loop levels, e.g. 20,50,100."
 )
@@ -70,10 +81,11 @@ def _numbers(text: str | None, kind: type) -> tuple:  # type: ignore[type-arg]
 )
 @click.option("--threshold", type=float, default=10.0, show_default=True, help="Regression threshold in %.")
 def command(
-    repository: Path | None,
+    repositories: tuple[Path, ...],
+    models: str | None,
     compare: tuple[Path, Path] | None,
     threshold: float,
-    concurrency: str,
+    concurrency: str | None,
     request_rate: str,
     search_instances: str,
     search_max_batch_sizes: str,
@@ -85,9 +97,25 @@ def command(
     profiles: tuple[str, ...],
     **options: object,
 ) -> None:
-    """Measure REPOSITORY with perf_analyzer and plan capacity under an SLO."""
+    """Measure REPOSITORY with perf_analyzer and plan capacity under an SLO.
+
+    With several REPOSITORY or --models a,b: serve them in one server and measure each model alone,
+    then all together, and report what sharing costs each one.
+    """
     if compare:
         _compare(compare, threshold)
+        return
+    if models is not None or len(repositories) > 1:
+        _refuse_single_model_options(
+            model=options["model"],
+            slo=options["slo"],
+            target_qps=options["target_qps"],
+            cost_per_hour=options["cost_per_hour"],
+            search=options["search"],
+            profile=profiles,
+            budget=budget,
+        )
+        _sweep_models(repositories, models, concurrency, request_rate, interval_ms, options)
         return
     from rich.console import Console
 
@@ -95,8 +123,8 @@ def command(
     from model_repo_builder.spec import SweepSpec
 
     spec = SweepSpec(
-        repository=repository,
-        concurrency=_numbers(concurrency, int),
+        repository=repositories[0] if repositories else None,
+        concurrency=_numbers(concurrency or _SINGLE_CONCURRENCY, int),
         request_rates=_numbers(request_rate, float),
         search_instances=_numbers(search_instances, int),
         search_max_batch_sizes=_numbers(search_max_batch_sizes, int),
@@ -128,6 +156,71 @@ def command(
     for profile in results["profiles"]:
         click.echo(f"profile {profile['kind']}: {profile['verdict']}")
     click.echo(f"report: {outcome.folder / 'report.html'}")
+
+
+_SINGLE_CONCURRENCY = "1,2,4,8,16,32"
+_MODELS_CONCURRENCY = "1,4"
+
+
+def _refuse_single_model_options(**given: object) -> None:
+    from model_repo_builder.errors import SpecError
+
+    used = [name.replace("_", "-") for name, value in given.items() if value]
+    if used:
+        raise SpecError(
+            f"`--{used[0]}` applies to a one-model sweep, not to `--models` / several repositories"
+        )
+
+
+def _sweep_models(
+    repositories: tuple[Path, ...],
+    models: str | None,
+    concurrency: str | None,
+    request_rate: str,
+    interval_ms: int,
+    options: dict[str, object],
+) -> None:
+    from rich.console import Console
+
+    from model_repo_builder.perf.multi_model import run_multi_model_sweep
+    from model_repo_builder.perf.report import sharing_columns, sharing_rows
+    from model_repo_builder.spec import MultiModelSweepSpec
+
+    names = tuple(part.strip() for part in models.split(",")) if models is not None else ()
+    spec = MultiModelSweepSpec(
+        repositories=repositories,
+        url=options["url"],  # type: ignore[arg-type]
+        models=names,
+        output=options["output"],  # type: ignore[arg-type]
+        concurrency=_numbers(concurrency or _MODELS_CONCURRENCY, int),
+        request_rates=_numbers(request_rate, float),
+        prompts=options["prompts"],  # type: ignore[arg-type]
+        protocol=options["protocol"],  # type: ignore[arg-type]
+        measurement_interval_ms=interval_ms,
+        max_new_tokens=options["max_new_tokens"],  # type: ignore[arg-type]
+    )
+    console = Console(stderr=True)
+    with console.status("starting") as status:
+        outcome = run_multi_model_sweep(spec, progress=lambda message, _: status.update(message))
+    results = outcome.results
+    columns = sharing_columns(results)
+    click.echo("  ".join(f"{column:>{_width(column)}}" for column in columns))
+    for row in sharing_rows(results):
+        click.echo("  ".join(f"{_cell(row[column]):>{_width(column)}}" for column in columns))
+    click.echo(results["summary"])
+    click.echo(f"report: {outcome.folder / 'report.html'}")
+
+
+def _width(column: str) -> int:
+    return max(len(column), 8)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
 
 
 def _compare(runs: tuple[Path, Path], threshold: float) -> None:

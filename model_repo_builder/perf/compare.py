@@ -26,6 +26,10 @@ def load_results(run: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise RepositoryError(f"cannot read sweep results {path}: {error}") from None
+    if isinstance(data, dict) and "models" in data and "configs" not in data:
+        raise RepositoryError(
+            f"{path} holds a multi-model sweep (`--models`); `--compare` compares one-model sweeps"
+        )
     if not isinstance(data, dict) or "configs" not in data:
         raise RepositoryError(f"{path} is not a trb sweep results.json")
     return data

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -367,15 +368,8 @@ def parse_profile_export(
         raise InferenceError("perf_analyzer's profile export holds no experiment")
     levels = []
     for experiment in experiments:
-        boundaries = experiment.get("window_boundaries") or []
-        if len(boundaries) < 2:
-            raise InferenceError("perf_analyzer's profile export has no complete measurement window")
-        start, end = boundaries[-min(windows, len(boundaries) - 1) - 1], boundaries[-1]
-        measured = [
-            (request["timestamp"], request["response_timestamps"][-1])
-            for request in experiment.get("requests", [])
-            if request.get("response_timestamps") and start <= request["response_timestamps"][-1] <= end
-        ]
+        start, end = measured_span(experiment, windows)
+        measured = completed_between(experiment, start, end)
         span_ns = max(done for _, done in measured) - min(sent for sent, _ in measured) if measured else 0
         levels.append(
             RequestLatencies(
@@ -386,6 +380,27 @@ def parse_profile_export(
             )
         )
     return levels
+
+
+def measured_span(experiment: Mapping[str, Any], windows: int = STABILITY_WINDOWS) -> tuple[int, int]:
+    """Start and end (perf_analyzer's clock, ns) of an experiment's last `windows` measurement windows.
+
+    Raises:
+        InferenceError: If the experiment has no complete window.
+    """
+    boundaries = experiment.get("window_boundaries") or []
+    if len(boundaries) < 2:
+        raise InferenceError("perf_analyzer's profile export has no complete measurement window")
+    return int(boundaries[-min(windows, len(boundaries) - 1) - 1]), int(boundaries[-1])
+
+
+def completed_between(experiment: Mapping[str, Any], start: int, end: int) -> list[tuple[int, int]]:
+    """(send, last response) timestamps of the requests whose last response arrived in [start, end]."""
+    return [
+        (request["timestamp"], request["response_timestamps"][-1])
+        for request in experiment.get("requests", [])
+        if request.get("response_timestamps") and start <= request["response_timestamps"][-1] <= end
+    ]
 
 
 def failure_reason(stderr: str, stdout: str = "") -> str:
@@ -414,35 +429,81 @@ def run_perf_analyzer(run: PerfRun, workdir: Path) -> PerfResult:
         InferenceError: If it failed (server unreachable, unknown model, failed requests, bad
             input data) or ran past `run.timeout_s`; the message carries perf_analyzer's reason.
     """
+    return run_perf_analyzers([(run, workdir)])[0]
+
+
+def run_perf_analyzers(runs: Sequence[tuple[PerfRun, Path]]) -> list[PerfResult]:
+    """Start one perf_analyzer per (run, workdir) at once, wait for all, and return what each measured.
+
+    The processes run concurrently (several models driven together); whether their measurement
+    windows really overlapped is for the caller to check from the windows' timestamps. When any
+    fails, the others are still waited for (or stopped at their timeout) before the first failure,
+    in the order given, is raised.
+
+    Raises:
+        ToolNotFoundError, UnstableMeasurementError, EmptyWindowError, InferenceError: As
+            `run_perf_analyzer`, for the first run that failed.
+    """
     installation = find_perf_analyzer()
-    workdir.mkdir(parents=True, exist_ok=True)
-    for name in (CSV_NAME, EXPORT_NAME):
-        (workdir / name).unlink(missing_ok=True)
-    command = build_command(run, installation.binary, workdir)
-    LOGGER.info("perf_analyzer: %s at %s (%s)", run.model, run.describe(), run.url)
-    LOGGER.debug("command: %s", " ".join(command))
+    started: list[tuple[PerfRun, Path, list[str], subprocess.Popen[bytes], float]] = []
     try:
-        completed = subprocess.run(
-            command,
-            env=installation.environment(),
-            capture_output=True,
-            text=True,
-            timeout=run.timeout_s,
-            check=False,
-        )
+        for run, workdir in runs:
+            workdir.mkdir(parents=True, exist_ok=True)
+            for name in (CSV_NAME, EXPORT_NAME):
+                (workdir / name).unlink(missing_ok=True)
+            command = build_command(run, installation.binary, workdir)
+            LOGGER.info("perf_analyzer: %s at %s (%s)", run.model, run.describe(), run.url)
+            LOGGER.debug("command: %s", " ".join(command))
+            # Output goes to files, not pipes: concurrent processes never block on a full pipe.
+            with (workdir / _STDOUT).open("wb") as stdout, (workdir / _STDERR).open("wb") as stderr:
+                try:
+                    process = subprocess.Popen(
+                        command, env=installation.environment(), stdout=stdout, stderr=stderr
+                    )
+                except OSError as error:
+                    raise ToolNotFoundError(
+                        f"perf_analyzer could not be started ({installation.binary}): {error}"
+                    ) from None
+            started.append((run, workdir, command, process, time.monotonic() + run.timeout_s))
+        outcomes = [_finish(*entry) for entry in started]
+    finally:
+        for _, _, _, process, _ in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    failed = next((outcome for outcome in outcomes if isinstance(outcome, InferenceError)), None)
+    if failed is not None:
+        raise failed
+    return [outcome for outcome in outcomes if isinstance(outcome, PerfResult)]
+
+
+_STDOUT, _STDERR = "perf_analyzer.stdout", "perf_analyzer.stderr"
+
+
+def _finish(
+    run: PerfRun, workdir: Path, command: list[str], process: subprocess.Popen[bytes], deadline: float
+) -> PerfResult | InferenceError:
+    """Wait for one started perf_analyzer until `deadline` and read its results, or its error."""
+    try:
+        process.wait(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        raise InferenceError(
+        process.kill()
+        process.wait()
+        return InferenceError(
             f"perf_analyzer did not finish {run.describe()} on {run.model} within {run.timeout_s:g} s; "
             "shorten the measurement or raise the timeout"
-        ) from None
-    except OSError as error:
-        raise ToolNotFoundError(
-            f"perf_analyzer could not be started ({installation.binary}): {error}"
-        ) from None
-    (workdir / "perf_analyzer.log").write_text(completed.stdout + completed.stderr, encoding="utf-8")
-    if completed.returncode != 0:
-        raise failure_error(run, completed.returncode, completed.stderr, completed.stdout)
-    return read_results(run, workdir, tuple(command))
+        )
+    stdout = (workdir / _STDOUT).read_text(encoding="utf-8", errors="replace")
+    stderr = (workdir / _STDERR).read_text(encoding="utf-8", errors="replace")
+    (workdir / "perf_analyzer.log").write_text(stdout + stderr, encoding="utf-8")
+    for name in (_STDOUT, _STDERR):
+        (workdir / name).unlink(missing_ok=True)
+    if process.returncode != 0:
+        return failure_error(run, process.returncode, stderr, stdout)
+    try:
+        return read_results(run, workdir, tuple(command))
+    except InferenceError as error:
+        return error
 
 
 def failure_error(run: PerfRun, returncode: int, stderr: str, stdout: str = "") -> InferenceError:

@@ -27,6 +27,11 @@ LEVEL_COLUMNS = (
     "avg_ms",
     "errors",
 )
+_STYLE = (
+    "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}"
+    "img{max-width:100%;display:block;margin:1em 0}.summary{font-size:18px;font-weight:bold}"
+)
 _BREAKDOWN_PARTS = (
     ("server_queue_ms", "queue"),
     ("server_compute_input_ms", "compute input"),
@@ -144,11 +149,15 @@ def _plot_profile(profile: dict[str, Any], path: Path) -> bytes:
 
 
 def level_columns(results: dict[str, Any]) -> tuple[str, ...]:
-    """The per-level columns; a text-generation sweep adds tokens/s after requests/s."""
-    if "generation" not in results:
-        return LEVEL_COLUMNS
-    after = LEVEL_COLUMNS.index("throughput_rps") + 1
-    return (*LEVEL_COLUMNS[:after], "tokens_per_s", *LEVEL_COLUMNS[after:])
+    """The per-level columns: a text-generation sweep adds tokens/s, a cached model its cache counts."""
+    columns: tuple[str, ...] = LEVEL_COLUMNS
+    if "generation" in results:
+        after = LEVEL_COLUMNS.index("throughput_rps") + 1
+        columns = (*LEVEL_COLUMNS[:after], "tokens_per_s", *LEVEL_COLUMNS[after:])
+    levels = (level for config in results["configs"] for level in config["levels"])
+    if any("cache_hits" in level for level in levels):
+        columns += ("cache_hits", "cache_misses")
+    return columns
 
 
 def level_rows(results: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -228,14 +237,117 @@ def write_report(results: dict[str, Any], folder: Path) -> Path:
         sections.append(f"<p>Search: {html.escape(json.dumps(results['search']))}</p>")
     sections.append("<h2>Every measured level</h2>")
     sections.append(_table(list(level_rows(results)), level_columns(results)))
-    style = (
-        "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px}"
-        "img{max-width:100%;display:block;margin:1em 0}.summary{font-size:18px;font-weight:bold}"
-    )
     page = (
         f"<!doctype html><html><head><meta charset=utf-8><title>trb sweep {html.escape(results['model'])}"
-        f"</title><style>{style}</style></head><body>{''.join(sections)}</body></html>"
+        f"</title><style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>"
+    )
+    path = folder / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+SHARING_COLUMNS = (
+    "model",
+    "mode",
+    "load",
+    "solo_rps",
+    "shared_rps",
+    "throughput_ratio",
+    "solo_p50_ms",
+    "shared_p50_ms",
+    "p50_ratio",
+    "solo_p99_ms",
+    "shared_p99_ms",
+    "p99_ratio",
+    "overlap",
+)
+_TOKEN_COLUMNS = ("solo_tokens_per_s", "shared_tokens_per_s")
+_CACHE_COLUMNS = ("solo_cache_hits", "solo_cache_misses", "shared_cache_hits", "shared_cache_misses")
+
+
+def sharing_columns(results: dict[str, Any]) -> tuple[str, ...]:
+    """The columns of the solo-vs-shared table: token and cache columns only where a model has them."""
+    models = results["models"]["models"]
+    columns: tuple[str, ...] = SHARING_COLUMNS
+    if any(model.get("tokens_per_request") is not None for model in models):
+        columns += _TOKEN_COLUMNS
+    if any(model.get("response_cache") for model in models):
+        columns += _CACHE_COLUMNS
+    return columns
+
+
+def sharing_rows(results: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """One row per model and level of a multi-model sweep: solo, shared and shared ÷ solo."""
+    for level in results["models"]["levels"]:
+        fractions = (level.get("overlap") or {}).get("fractions") or {}
+        for cost in level["costs"]:
+            solo, shared = cost["solo"], cost.get("shared") or {}
+            yield {
+                "model": cost["model"],
+                "mode": level["mode"],
+                "load": level["load"],
+                "solo_rps": solo["throughput_rps"],
+                "shared_rps": shared.get("throughput_rps"),
+                "throughput_ratio": cost["throughput_ratio"],
+                "solo_p50_ms": solo["p50_ms"],
+                "shared_p50_ms": shared.get("p50_ms"),
+                "p50_ratio": cost["p50_ratio"],
+                "solo_p99_ms": solo["p99_ms"],
+                "shared_p99_ms": shared.get("p99_ms"),
+                "p99_ratio": cost["p99_ratio"],
+                "overlap": fractions.get(cost["model"]),
+                "solo_tokens_per_s": solo.get("tokens_per_s"),
+                "shared_tokens_per_s": shared.get("tokens_per_s"),
+                "solo_cache_hits": solo.get("cache_hits"),
+                "solo_cache_misses": solo.get("cache_misses"),
+                "shared_cache_hits": shared.get("cache_hits"),
+                "shared_cache_misses": shared.get("cache_misses"),
+            }
+
+
+def _plot_sharing(rows: list[dict[str, Any]], path: Path) -> bytes:
+    fig, ax = _figure()
+    labels = [f"{row['model']}\n{row['mode']} {row['load']:g}" for row in rows]
+    positions = list(range(len(rows)))
+    ax.bar([p - 0.2 for p in positions], [row["solo_rps"] for row in rows], width=0.4, label="solo")
+    ax.bar(
+        [p + 0.2 for p in positions], [row["shared_rps"] or 0.0 for row in rows], width=0.4, label="shared"
+    )
+    ax.set_xticks(positions, labels, fontsize=7)
+    ax.set_ylabel("throughput (requests/s)")
+    ax.set_title("Each model alone and driven together")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def write_models_report(results: dict[str, Any], folder: Path) -> Path:
+    """Write a multi-model sweep's results.json, levels.csv, plot and report.html; return the HTML path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    columns = sharing_columns(results)
+    rows = list(sharing_rows(results))
+    with (folder / "levels.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    section = results["models"]
+    sections = [
+        f"<h1>trb sweep: {html.escape(results['model'])} together</h1>",
+        f"<p class=summary>{html.escape(results.get('summary', ''))}</p>",
+        "<p>Each model alone (the others loaded and idle in the same server), then all driven at once, "
+        f"one perf_analyzer per model, {section['windows']} windows of {section['measurement_interval_ms']} "
+        "ms each. Shared figures count the requests completed while every model's windows were open; "
+        "overlap is that span's share of the model's own windows. Ratios are shared ÷ solo.</p>",
+    ]
+    if rows:
+        sections.append(_img(_plot_sharing(rows, folder / "solo_vs_shared.png"), "solo vs shared"))
+    sections.append("<h2>Solo and shared, per model and level</h2>")
+    sections.append(_table(rows, columns))
+    for error in results.get("errors", []):
+        sections.append(f"<p>Error: {html.escape(error)}</p>")
+    page = (
+        f"<!doctype html><html><head><meta charset=utf-8><title>trb sweep {html.escape(results['model'])}"
+        f"</title><style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>"
     )
     path = folder / "report.html"
     path.write_text(page, encoding="utf-8")

@@ -22,6 +22,7 @@ from model_repo_builder import __version__
 from model_repo_builder.client import infer
 from model_repo_builder.errors import InferenceError, SpecError, TrbError
 from model_repo_builder.perf import analysis, metrics
+from model_repo_builder.perf.cache import cache_counts, cache_enabled
 from model_repo_builder.perf.perf_analyzer import (
     EmptyWindowError,
     PerfResult,
@@ -32,7 +33,7 @@ from model_repo_builder.perf.perf_analyzer import (
 )
 from model_repo_builder.perf.report import write_report
 from model_repo_builder.repository import config as model_config
-from model_repo_builder.repository.manifest import read_manifest
+from model_repo_builder.repository.manifest import MANIFEST_NAME, read_manifest
 from model_repo_builder.repository.variants import Scheduling, make_variant
 from model_repo_builder.runtime.ports import free_ports
 from model_repo_builder.runtime.server import TritonServer
@@ -99,6 +100,7 @@ class Target:
     metrics_url: str | None
     server: TritonServer | None
     task: Task | None = None  # None: a server model whose inputs match no task trb builds
+    response_cache: bool = False  # built with --response-cache: levels count the cache's hits and misses
 
     @property
     def input_name(self) -> str | None:
@@ -134,10 +136,28 @@ def _text_inputs(inputs: list[tuple[str, str, bool]]) -> tuple[tuple[str, ...], 
     return names, task_for_inputs(names)
 
 
-def _local_inputs(repository: Path, model: str) -> tuple[tuple[str, ...], Task | None]:
+@dataclass(frozen=True, kw_only=True)
+class ModelInputs:
+    """What a sweep needs to know of one served model's config."""
+
+    text_inputs: tuple[str, ...]
+    task: Task | None
+    response_cache: bool
+
+
+def local_inputs(repository: Path, model: str) -> ModelInputs:
+    """The text inputs, task and response cache of `model` in a repository on disk.
+
+    The task is the manifest's for the repository's main model, else the one its inputs match.
+    """
     config = model_config.parse((repository / model / "config.pbtxt").read_text(encoding="utf-8"))
     data_type = model_config.model_config_pb2.DataType.Name
-    return _text_inputs([(i.name, data_type(i.data_type), i.optional) for i in config.input])
+    names, task = _text_inputs([(i.name, data_type(i.data_type), i.optional) for i in config.input])
+    if (repository / MANIFEST_NAME).is_file():
+        manifest = read_manifest(repository)
+        if manifest.name == model:
+            task = get_task(manifest.task)
+    return ModelInputs(text_inputs=names, task=task, response_cache=config.response_cache.enable)
 
 
 @contextlib.contextmanager
@@ -145,9 +165,15 @@ def serve(spec: SweepSpec, repository: Path | None) -> Iterator[Target]:
     """Launch `repository` on free loopback ports, or point at `spec.url`."""
     if repository is None:
         assert spec.url is not None and spec.model is not None  # guaranteed by SweepSpec validation
-        text_inputs, task = _remote_inputs(spec)
+        remote = remote_inputs(spec.url, spec.protocol, spec.model)
         yield Target(
-            model=spec.model, url=spec.url, text_inputs=text_inputs, metrics_url=None, server=None, task=task
+            model=spec.model,
+            url=spec.url,
+            text_inputs=remote.text_inputs,
+            metrics_url=None,
+            server=None,
+            task=remote.task,
+            response_cache=remote.response_cache,
         )
         return
     model = read_manifest(repository).name
@@ -155,38 +181,43 @@ def serve(spec: SweepSpec, repository: Path | None) -> Iterator[Target]:
     launch = LaunchSpec(
         repositories=(repository,), http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port
     )
-    text_inputs, _ = _local_inputs(repository, model)
-    task = get_task(read_manifest(repository).task)
+    local = local_inputs(repository, model)
     with TritonServer(launch) as server:
         url = server.grpc_url if spec.protocol == "grpc" else server.http_url
         yield Target(
             model=model,
             url=url,
-            text_inputs=text_inputs,
+            text_inputs=local.text_inputs,
             metrics_url=server.metrics_url,
             server=server,
-            task=task,
+            task=local.task,
+            response_cache=local.response_cache,
         )
 
 
-def _remote_inputs(spec: SweepSpec) -> tuple[tuple[str, ...], Task | None]:
+def remote_inputs(url: str, protocol: str, model: str) -> ModelInputs:
+    """The text inputs, task and response cache of `model` on the running server at `url`.
+
+    Raises:
+        InferenceError: If the server does not answer with the model's config (e.g. no such model).
+    """
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
 
     try:
-        if spec.protocol == "grpc":
-            client = grpcclient.InferenceServerClient(spec.url)
-            inputs = client.get_model_config(spec.model, as_json=True)["config"].get("input", [])
+        if protocol == "grpc":
+            client = grpcclient.InferenceServerClient(url)
+            config = client.get_model_config(model, as_json=True)["config"]
         else:
-            client = httpclient.InferenceServerClient(spec.url)
-            inputs = client.get_model_config(spec.model).get("input", [])
+            client = httpclient.InferenceServerClient(url)
+            config = client.get_model_config(model)
         client.close()
     except InferenceServerException as error:
-        raise InferenceError(
-            f"cannot read the config of {spec.model} at {spec.url}: {error.message()}"
-        ) from None
-    return _text_inputs([(i["name"], i.get("data_type", ""), bool(i.get("optional"))) for i in inputs])
+        raise InferenceError(f"cannot read the config of {model} at {url}: {error.message()}") from None
+    inputs = config.get("input", [])
+    names, task = _text_inputs([(i["name"], i.get("data_type", ""), bool(i.get("optional"))) for i in inputs])
+    return ModelInputs(text_inputs=names, task=task, response_cache=cache_enabled(config))
 
 
 def _level(result: PerfResult, mode: str) -> dict[str, Any]:
@@ -198,6 +229,33 @@ def _level(result: PerfResult, mode: str) -> dict[str, Any]:
         "breakdown": dataclasses.asdict(result.breakdown),
         "requests": len(latencies),
         "latencies_ms": [round(value / 1000, 3) for value in latencies],
+    }
+
+
+def generation_inputs(max_new_tokens: int | None) -> dict[str, int]:
+    """The integer inputs every request to a text-generation model carries (none: its defaults)."""
+    return {} if max_new_tokens is None else {MAX_NEW_TOKENS_INPUT: max_new_tokens}
+
+
+def probe_generation(
+    target: Target, prompts: list[str], protocol: str, max_new_tokens: int | None
+) -> dict[str, Any]:
+    """Tokens a text-generation model generates per request, mean over the first 16 prompts.
+
+    One request per prompt, so any max batch size takes it.
+    """
+    assert target.input_name is not None  # text-generation models have a text input (their task)
+    inputs = generation_inputs(max_new_tokens)
+    counts = []
+    for prompt in prompts[:_PROBE_PROMPTS]:
+        texts = {target.input_name: [prompt]}
+        answer = infer(target.model, texts, [TOKEN_IDS_OUTPUT], target.url, protocol, inputs)
+        counts.append(int((answer[TOKEN_IDS_OUTPUT] != TOKEN_PADDING).sum()))
+    LOGGER.info("%s: %.1f generated tokens per request", target.model, sum(counts) / len(counts))
+    return {
+        "max_new_tokens": max_new_tokens,
+        "tokens_per_request": sum(counts) / len(counts),
+        "prompts": len(counts),
     }
 
 
@@ -229,8 +287,7 @@ class Sweeper:
         return path
 
     def _generation_inputs(self) -> dict[str, int]:
-        tokens = self.spec.max_new_tokens
-        return {} if tokens is None else {MAX_NEW_TOKENS_INPUT: tokens}
+        return generation_inputs(self.spec.max_new_tokens)
 
     def probe_generation(self, target: Target) -> None:
         """For a text-generation model, count the tokens it generates per request (first 16 prompts).
@@ -239,19 +296,7 @@ class Sweeper:
         """
         if not target.generates or target.input_name is None or self.generation is not None:
             return
-        inputs = self._generation_inputs()
-        counts = []
-        for prompt in self.prompts[:_PROBE_PROMPTS]:  # one request each: any max batch size takes it
-            texts = {target.input_name: [prompt]}
-            answer = infer(target.model, texts, [TOKEN_IDS_OUTPUT], target.url, self.spec.protocol, inputs)
-            ids = answer[TOKEN_IDS_OUTPUT]
-            counts.append(int((ids != TOKEN_PADDING).sum()))
-        self.generation = {
-            "max_new_tokens": self.spec.max_new_tokens,
-            "tokens_per_request": sum(counts) / len(counts),
-            "prompts": len(counts),
-        }
-        LOGGER.info("%s: %.1f generated tokens per request", target.model, sum(counts) / len(counts))
+        self.generation = probe_generation(target, self.prompts, self.spec.protocol, self.spec.max_new_tokens)
 
     def measure(
         self,
@@ -282,6 +327,7 @@ class Sweeper:
         )  # type: ignore[arg-type]
         self.measurements += 1
         stable = True
+        before = cache_counts(target.url, self.spec.protocol, target.model) if target.response_cache else None
         try:
             try:
                 result = run_perf_analyzer(run, workdir)
@@ -306,7 +352,11 @@ class Sweeper:
             result = run_perf_analyzer(
                 dataclasses.replace(run, stability_percentage=1e6, max_trials=3), workdir
             )
-        return {**_level(result, mode), "stable": stable}
+        level = {**_level(result, mode), "stable": stable}
+        if before is not None:
+            counted = cache_counts(target.url, self.spec.protocol, target.model).since(before)
+            level["cache_hits"], level["cache_misses"] = counted.hits, counted.misses
+        return level
 
     def curve(self, target: Target, mode: str, loads: tuple[float, ...], label: str) -> list[dict[str, Any]]:
         """Measure increasing loads; stop past the SLO, past saturation, or when the budget is spent."""

@@ -41,3 +41,26 @@ def test_a_repeated_input_is_a_cache_hit_with_the_same_answer(tmp_path_factory) 
         assert not np.array_equal(first, other)
         table = CliRunner().invoke(main, ["status", "--url", server.http_url]).output
         assert f"{hits + 1}/{misses + 2}" in table
+
+
+def test_a_sweep_of_a_cached_model_counts_hits_and_misses_per_level(tmp_path_factory) -> None:
+    output = tmp_path_factory.mktemp("repos-cached-sweep")
+    built = build(BuildSpec(source="minilm", output=output, name="minilm-cached", response_cache=True))
+    folder = tmp_path_factory.mktemp("sweep") / "run"
+    prompts = folder.parent / "prompts.txt"
+    prompts.write_text("one sentence\nanother sentence\na third sentence\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        main,
+        ["sweep", str(built.repository), "--concurrency", "1,2", "--interval-ms", "300"]
+        + ["--prompts", str(prompts), "--output", str(folder)],
+    )
+    assert result.exit_code == 0, result.output
+    results = json.loads((folder / "results.json").read_text())
+    first, second = results["configs"][0]["levels"]
+    # Three distinct inputs, each sent many times: three misses at most, then hits only.
+    assert 0 < first["cache_misses"] <= 3 and first["cache_hits"] > 0
+    assert second["cache_misses"] == 0 and second["cache_hits"] > 0
+    # perf_analyzer's requests past its measured windows count too: at least the measured ones are hits.
+    assert first["cache_hits"] + first["cache_misses"] >= first["requests"]
+    header = (folder / "levels.csv").read_text().splitlines()[0]
+    assert header.endswith("cache_hits,cache_misses")
