@@ -98,7 +98,10 @@ class Autoscaler:
 
     def __init__(self, rule: ScalingRule):
         self.rule = rule
-        self._recommendations: list[tuple[float, int]] = []
+        # The deployment ran steadily at its minimum before the trace: the polls of the last window
+        # recommended that, so a change at t = 0 must hold a whole window like any other.
+        polls_before = math.ceil(rule.window_s / rule.polling_s)
+        self._recommendations = [(-k * rule.polling_s, rule.min_replicas) for k in range(polls_before, 0, -1)]
         self._last_active_s = 0.0
 
     def decide(self, now_s: float, queue_depth: float, replicas: int) -> int:

@@ -1,0 +1,481 @@
+"""Validate `trb plan simulate` against real replays: simulated vs measured p99 and throughput.
+
+One run, on the int8 MiniLM repository (`trb build all-minilm-l6-v2 --precision int8`, built with
+`--threads-per-instance 1`):
+
+1. One replica is one core: tritonserver (and its python-backend stubs) pinned to core 0 by CPU
+   affinity, as a Kubernetes pod with a 1-CPU limit. `trb sweep --url` measures its concurrency curve
+   with perf_analyzer pinned to core 1, giving the run folder the simulation reads.
+2. Each trace is replayed against that replica with a client that sends at the trace's timestamps
+   (open loop: gRPC async requests from one scheduling thread; users: one thread per user), then
+   against two replicas side by side — core 0 and core 1 — with the client sending round-robin.
+   On this 2-core machine two replicas of one core each are what the machine really has; the
+   simulation is given exactly that: the one-core curve, twice. The client then shares the cores
+   with the replicas (with one replica it has core 1 to itself): its cost is part of the error.
+3. The simulation plays the same traces (same arrival times) with 1 and 2 fixed replicas.
+4. Part two: the shared seed's flan-t5 load (3 min ramp to 20 users, 5 min hold, 2 min down) on the
+   measured curve of the flan-t5-small architecture (random weights, fp32, trb's default build; one
+   replica = this 2-core machine), through the autoscaling `trb deploy k8s --plan` renders.
+
+Results: bench/results/simulate.json and bench/results/simulate.md; scratch under bench/work/simulate/.
+
+    python bench/bench_simulate.py            # about 9 minutes on 2 cores
+    python bench/bench_simulate.py --reuse    # reuse the builds and the sweep runs of an earlier run
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import built_repository, launch, load_average, machine_info
+
+from model_repo_builder.perf.analysis import percentile
+from model_repo_builder.perf.sweep import DEFAULT_PROMPTS, run_sweep
+from model_repo_builder.plan.run import scaling_rule
+from model_repo_builder.plan.service import read_curve
+from model_repo_builder.plan.simulate import simulate
+from model_repo_builder.plan.spec import SimulateSpec
+from model_repo_builder.plan.trace import Trace, UsersSegment, parse_trace
+from model_repo_builder.runtime.server import TritonServer
+from model_repo_builder.spec import BuildSpec, SweepSpec
+
+LOGGER = logging.getLogger("bench_simulate")
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / "work" / "simulate"
+RESULTS = ROOT / "results"
+MODEL = "minilm-int8"
+INPUT = "TEXT"
+SEED = 0
+CONCURRENCY = (1, 2, 4, 8, 16, 32)
+FLAN_CONCURRENCY = (1, 2, 4, 8, 16, 24, 32)
+FLAN_LOAD = ("users:from=0,to=20,duration=3m", "users:count=20,duration=5m", "users:from=20,to=0,duration=2m")
+# An illustrative price for one 2-vCPU replica (about an on-demand c7i.large); say which when quoting.
+COST_PER_HOUR = 0.09
+
+
+@contextlib.contextmanager
+def affinity(cores: set[int]) -> Iterator[None]:
+    """Run the block (and every process it starts) on `cores` only."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def pinned_server(repository: Path, core: int) -> TritonServer:
+    server = launch(repository)
+    with affinity({core}):
+        server.start()
+        server.wait_ready()
+    return server
+
+
+def traces(capacity: float) -> dict[str, Trace]:
+    """The replayed loads, sized to one replica's measured capacity."""
+    rate = round(0.7 * capacity)
+    burst = round(0.5 * capacity)
+    return {
+        "constant": parse_trace([f"constant:rate={rate},duration=30"]),
+        "bursts": parse_trace([f"interval:every=1s,requests={burst},duration=30"]),
+        "users": parse_trace(["users:from=1,to=16,duration=15", "users:count=16,duration=15"]),
+    }
+
+
+class Replay:
+    """Sends a trace to servers round-robin and records each request's send and answer times."""
+
+    def __init__(self, urls: list[str]):
+        import tritonclient.grpc as grpcclient
+
+        self.grpc = grpcclient
+        self.clients = [grpcclient.InferenceServerClient(url) for url in urls]
+        self.lock = threading.Lock()
+        self.turn = 0
+        self.sent: list[float] = []
+        self.late: list[float] = []
+        self.answered: list[tuple[float, float]] = []  # (sent, answered)
+        self.failed: list[str] = []
+        self.outstanding = 0
+        self.idle = threading.Condition(self.lock)
+
+    def _inputs(self, index: int) -> list[Any]:
+        request = self.grpc.InferInput(INPUT, [1, 1], "BYTES")
+        text = DEFAULT_PROMPTS[index % len(DEFAULT_PROMPTS)].encode()
+        request.set_data_from_numpy(np.array([[text]], dtype=np.object_))
+        return [request]
+
+    def _client(self) -> Any:
+        with self.lock:
+            client = self.clients[self.turn % len(self.clients)]
+            self.turn += 1
+            self.outstanding += 1
+        return client
+
+    def _record(self, sent: float, error: Any) -> None:
+        answered = time.perf_counter()
+        with self.lock:
+            if error is None:
+                self.answered.append((sent, answered))
+            else:
+                self.failed.append(str(error))
+            self.outstanding -= 1
+            self.idle.notify_all()
+
+    def open_loop(self, start: float, offsets: np.ndarray) -> None:
+        """Send one request at each offset (seconds after `start`) without waiting for answers."""
+        for index, offset in enumerate(offsets):
+            due = start + float(offset)
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            client, inputs = self._client(), self._inputs(index)
+            sent = time.perf_counter()
+            self.late.append(sent - due)
+            client.async_infer(
+                MODEL, inputs, callback=lambda result, error, sent=sent: self._record(sent, error)
+            )
+
+    def user(self, start: float, begin_s: float, end_s: float, index: int) -> None:
+        """One closed-loop user: from `begin_s` to `end_s`, the next request as soon as one is answered."""
+        pause = start + begin_s - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        count = 0
+        while time.perf_counter() < start + end_s:
+            client, inputs = self._client(), self._inputs(index + count)
+            sent = time.perf_counter()
+            try:
+                client.infer(MODEL, inputs, client_timeout=60)
+                self._record(sent, None)
+            except self.grpc.InferenceServerException as error:  # type: ignore[misc]
+                self._record(sent, error)
+            count += 1
+
+    def run(self, trace: Trace) -> dict[str, Any]:
+        """Replay `trace`, wait for every answer, and summarise."""
+        offsets = trace.open_arrivals(np.random.default_rng(SEED))
+        windows = user_windows(trace)
+        start = time.perf_counter() + 0.5
+        threads = [
+            threading.Thread(target=self.user, args=(start, begin, end, i), daemon=True)
+            for i, (begin, end) in enumerate(windows)
+        ]
+        for thread in threads:
+            thread.start()
+        if len(offsets):
+            self.open_loop(start, offsets)
+        for thread in threads:
+            thread.join()
+        with self.idle:
+            self.idle.wait_for(lambda: self.outstanding == 0, timeout=120)
+        for client in self.clients:
+            client.close()
+        return self.summary(start)
+
+    def summary(self, start: float) -> dict[str, Any]:
+        """Throughput (answered ÷ first send to last answer) and latency percentiles, as the simulation's."""
+        latencies = [(answered - sent) * 1000 for sent, answered in self.answered]
+        first = min(sent for sent, _ in self.answered)
+        last = max(answered for _, answered in self.answered)
+        return {
+            "requests": len(self.answered) + len(self.failed),
+            "failed": len(self.failed),
+            "failures": sorted(set(self.failed))[:3],
+            "throughput_rps": len(self.answered) / (last - first),
+            "p50_ms": percentile(latencies, 50),
+            "p90_ms": percentile(latencies, 90),
+            "p99_ms": percentile(latencies, 99),
+            "mean_ms": float(np.mean(latencies)),
+            "client_late_p99_ms": percentile(self.late, 99) * 1000 if self.late else 0.0,
+            "client_late_max_ms": max(self.late) * 1000 if self.late else 0.0,
+            "span_s": last - start,
+        }
+
+
+def user_windows(trace: Trace) -> list[tuple[float, float]]:
+    """(start, stop) of each closed-loop user, from the trace's user changes (each user starts once)."""
+    begins: dict[int, float] = {}
+    ends: dict[int, float] = {}
+    active = 0
+    for change in trace.user_changes():
+        for user in range(active, change.users):
+            if user in begins:
+                raise ValueError("the replay starts each user once; this trace brings a user back")
+            begins[user] = change.at_s
+        for user in range(change.users, active):
+            ends[user] = change.at_s
+        active = change.users
+    if any(isinstance(s, UsersSegment) and s.think_s for s in trace.segments):
+        raise ValueError("the replay sends without think time")
+    return [(begins[user], ends.get(user, trace.duration_s)) for user in sorted(begins)]
+
+
+def simulated(run: Path, trace: Trace, replicas: int) -> dict[str, Any]:
+    rule, _ = scaling_rule(SimulateSpec(run=run, traces=("constant:rate=1,duration=1",), replicas=replicas))
+    result = simulate(trace, read_curve(run), rule, seed=SEED)
+    latency = result.latency
+    assert latency is not None
+    return {
+        "requests": result.requests,
+        "throughput_rps": result.throughput_rps,
+        "p50_ms": latency.p50_ms,
+        "p90_ms": latency.p90_ms,
+        "p99_ms": latency.p99_ms,
+        "mean_ms": latency.mean_ms,
+    }
+
+
+def error_pct(simulated_value: float, measured_value: float) -> float:
+    return (simulated_value - measured_value) / measured_value * 100
+
+
+def validate(args: argparse.Namespace) -> dict[str, Any]:
+    repository = built_repository(
+        BuildSpec(
+            source="all-minilm-l6-v2",
+            precision="int8",
+            name=MODEL,
+            output=WORK / "repos-1thread",
+            threads_per_instance=1,
+        ),
+        args.reuse,
+    )
+    run = WORK / "runs" / "minilm-int8-core0"
+    servers = [pinned_server(repository, 0)]
+    try:
+        if not (args.reuse and (run / "results.json").is_file()):
+            with affinity({1}):
+                run_sweep(
+                    SweepSpec(
+                        url=servers[0].grpc_url,
+                        model=MODEL,
+                        output=run,
+                        concurrency=CONCURRENCY,
+                        protocol="grpc",
+                    )
+                )
+        curve = read_curve(run)
+        LOGGER.info("one replica (one core): %.0f req/s at most", curve.capacity_rps)
+        loads = traces(curve.capacity_rps)
+        rows = []
+        for replicas in (1, 2):
+            if replicas == 2:
+                servers.append(pinned_server(repository, 1))
+            for name, trace in loads.items():
+                with affinity({1}) if replicas == 1 else contextlib.nullcontext():
+                    measured = Replay([server.grpc_url for server in servers]).run(trace)
+                predicted = simulated(run, trace, replicas)
+                row = {
+                    "trace": name,
+                    "spec": trace.description,
+                    "replicas": replicas,
+                    "measured": measured,
+                    "simulated": predicted,
+                    "error_pct": {
+                        key: error_pct(predicted[key], measured[key])
+                        for key in ("throughput_rps", "p50_ms", "p99_ms", "mean_ms")
+                    },
+                    "load_average": load_average(),
+                }
+                LOGGER.info(
+                    "%s × %d: throughput %.1f vs %.1f req/s, p99 %.1f vs %.1f ms (simulated vs measured)",
+                    name,
+                    replicas,
+                    predicted["throughput_rps"],
+                    measured["throughput_rps"],
+                    predicted["p99_ms"],
+                    measured["p99_ms"],
+                )
+                rows.append(row)
+    finally:
+        for server in servers:
+            server.stop()
+    return {"run": str(run.relative_to(ROOT.parent)), "service": curve.as_dict(), "rows": rows}
+
+
+def flan(args: argparse.Namespace) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT.parent / "tests"))
+    from seq2seq_fixtures import FLAN_T5_SMALL, write_t5
+
+    source = WORK / "flan-t5-small-arch"
+    if not (source / "model.safetensors").is_file():
+        write_t5(source, FLAN_T5_SMALL)
+    repository = built_repository(
+        BuildSpec(source=str(source), name="flan", output=WORK / "repos"), args.reuse
+    )
+    run = WORK / "runs" / "flan"
+    if not (args.reuse and (run / "results.json").is_file()):
+        run_sweep(
+            SweepSpec(
+                repository=repository,
+                output=run,
+                concurrency=FLAN_CONCURRENCY,
+                measurement_interval_ms=3000,
+                target_qps=None,
+            )
+        )
+    curve = read_curve(run)
+    trace = parse_trace(FLAN_LOAD)
+    outcomes = {}
+    for label, options in (
+        ("1 replica", {"replicas": 1}),
+        ("4 replicas (the seed's split)", {"replicas": 4}),
+        ("autoscaled 1-8 (trb deploy k8s --plan defaults, --max-replicas 8)", {"max_replicas": 8}),
+    ):
+        spec = SimulateSpec(run=run, traces=FLAN_LOAD, cost_per_hour=COST_PER_HOUR, **options)  # type: ignore[arg-type]
+        rule, basis = scaling_rule(spec)
+        result = simulate(trace, curve, rule, seed=SEED, cost_per_hour=COST_PER_HOUR)
+        latency = result.latency
+        assert latency is not None
+        hold = [p for p in result.timeline if 240 <= p.t_s <= 480]
+        outcomes[label] = {
+            "rule": rule.describe(),
+            "basis": list(basis),
+            "requests": result.requests,
+            "throughput_rps": result.throughput_rps,
+            "hold_rps": float(np.mean([p.completed_rps for p in hold])),
+            "p50_ms": latency.p50_ms,
+            "p99_ms": latency.p99_ms,
+            "replicas_max": result.replicas_max,
+            "replicas_mean": result.replicas_mean,
+            "replica_hours": result.replica_seconds / 3600,
+            "cost_usd": result.cost_usd,
+            "cost_per_million_usd": result.cost_per_million_usd,
+            "scaling": [vars(event) for event in result.scaling],
+        }
+        LOGGER.info("flan %s: %s", label, outcomes[label])
+    return {
+        "run": str(run.relative_to(ROOT.parent)),
+        "service": curve.as_dict(),
+        "load": list(FLAN_LOAD),
+        "cost_per_hour": COST_PER_HOUR,
+        "outcomes": outcomes,
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    lines = [
+        "# trb plan simulate against real replays",
+        "",
+        f"{machine['date']} · {machine['cores']} cores ({machine['cpu']}) · {machine['platform']}",
+        "",
+    ]
+    validation = results.get("validation")
+    if validation:
+        service = validation["service"]
+        lines += [
+            "int8 MiniLM, one text per request over gRPC; one replica = tritonserver pinned to one core "
+            "(1 instance, 1 intra-op thread); two replicas = core 0 and core 1 side by side, the client "
+            "sending round-robin. The simulation reads the `trb sweep --url` run of one replica "
+            f"({', '.join(str(level['concurrency']) for level in service['levels'])} concurrency; "
+            f"{service['capacity_rps']:.0f} req/s at most) and plays the same arrival times with 1 or 2 "
+            "fixed replicas.",
+            "",
+            "| trace | replicas | measured req/s | simulated req/s | error | measured p99 ms | "
+            "simulated p99 ms | error | measured p50 ms | simulated p50 ms | client late p99 ms |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in validation["rows"]:
+            m, s, e = row["measured"], row["simulated"], row["error_pct"]
+            lines.append(
+                f"| {row['spec']} | {row['replicas']} | {m['throughput_rps']:.1f} | "
+                f"{s['throughput_rps']:.1f} | {e['throughput_rps']:+.0f}% | {m['p99_ms']:.1f} | "
+                f"{s['p99_ms']:.1f} | {e['p99_ms']:+.0f}% | "
+                f"{m['p50_ms']:.1f} | {s['p50_ms']:.1f} | {m['client_late_p99_ms']:.1f} |"
+            )
+        errors = validation["summary"]
+        lines += [
+            "",
+            f"Largest error over these runs: throughput {errors['max_abs_throughput_error_pct']:.0f}%, "
+            f"p99 {errors['max_abs_p99_error_pct']:.0f}%, p50 {errors['max_abs_p50_error_pct']:.0f}%. "
+            "Failed requests in the replays: "
+            f"{sum(row['measured']['failed'] for row in validation['rows'])}.",
+            "",
+            "Measured curve of one replica (one core):",
+            "",
+            "| concurrency | req/s | mean ms | p99 ms | queue depth |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {lv['concurrency']} | {lv['throughput_rps']:.1f} | {lv['mean_latency_ms']:.1f} | "
+            f"{lv['p99_ms']:.1f} | {lv['queue_depth']:.2f} |"
+            for lv in service["levels"]
+        ]
+    flan_part = results.get("flan")
+    if flan_part:
+        service = flan_part["service"]
+        lines += [
+            "",
+            "## The shared seed's flan-t5 load on this machine's curve",
+            "",
+            f"Load: {' then '.join(flan_part['load'])}. Service: flan-t5-small architecture (random "
+            "weights), fp32, trb's default build, one replica = this 2-core machine, measured by "
+            f"`trb sweep` ({service['capacity_rps']:.1f} req/s at most). Cost at an illustrative "
+            f"${flan_part['cost_per_hour']:.2f} per replica-hour.",
+            "",
+            "| deployment | req/s (hold) | p50 ms | p99 ms | replicas max | replicas mean | replica-hours | "
+            "cost | $ / 1M |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for label, o in flan_part["outcomes"].items():
+            lines.append(
+                f"| {label} | {o['hold_rps']:.1f} | {o['p50_ms']:.0f} | {o['p99_ms']:.0f} | "
+                f"{o['replicas_max']} | "
+                f"{o['replicas_mean']:.2f} | {o['replica_hours']:.3f} | ${o['cost_usd']:.4f} | "
+                f"${o['cost_per_million_usd']:.2f} |"
+            )
+        auto = list(flan_part["outcomes"].values())[-1]
+        lines += ["", f"Autoscaling: {auto['rule']}."]
+        lines += [f"- {line}" for line in auto["basis"]]
+        lines += [
+            f"- t = {event['t_s']:.0f} s: {event['replicas_from']} → {event['replicas_to']} replicas "
+            f"(queue depth {event['queue_depth']:.1f})"
+            for event in auto["scaling"]
+        ]
+    lines += ["", "## Versions", ""]
+    lines += [f"- {name}: {version}" for name, version in machine["versions"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reuse", action="store_true", help="Reuse builds and sweep runs of an earlier run.")
+    parser.add_argument("--part", choices=("all", "validate", "flan"), default="all")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    path = RESULTS / "simulate.json"
+    results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() and args.part != "all" else {}
+    results["machine"] = machine_info()
+    started = time.monotonic()
+    if args.part in ("all", "validate"):
+        results["validation"] = validate(args)
+        rows = results["validation"]["rows"]
+        results["validation"]["summary"] = {
+            f"max_abs_{name}_error_pct": max(abs(row["error_pct"][key]) for row in rows)
+            for name, key in (("throughput", "throughput_rps"), ("p99", "p99_ms"), ("p50", "p50_ms"))
+        }
+    if args.part in ("all", "flan"):
+        results["flan"] = flan(args)
+    results["duration_s"] = round(time.monotonic() - started, 1)
+    RESULTS.mkdir(exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (RESULTS / "simulate.md").write_text(markdown(results), encoding="utf-8")
+    LOGGER.info("wrote %s and simulate.md", path)
+
+
+if __name__ == "__main__":
+    main()
