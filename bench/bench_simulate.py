@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,13 +39,13 @@ from typing import Any
 import numpy as np
 from common import built_repository, launch, load_average, machine_info
 
-from model_repo_builder.perf.analysis import percentile
 from model_repo_builder.perf.sweep import DEFAULT_PROMPTS, run_sweep
+from model_repo_builder.plan.replay import replay
 from model_repo_builder.plan.run import scaling_rule
 from model_repo_builder.plan.service import read_curve
 from model_repo_builder.plan.simulate import simulate
 from model_repo_builder.plan.spec import SimulateSpec
-from model_repo_builder.plan.trace import Trace, UsersSegment, parse_trace
+from model_repo_builder.plan.trace import Trace, parse_trace
 from model_repo_builder.runtime.server import TritonServer
 from model_repo_builder.spec import BuildSpec, SweepSpec
 
@@ -92,135 +91,6 @@ def traces(capacity: float) -> dict[str, Trace]:
         "bursts": parse_trace([f"interval:every=1s,requests={burst},duration=30"]),
         "users": parse_trace(["users:from=1,to=16,duration=15", "users:count=16,duration=15"]),
     }
-
-
-class Replay:
-    """Sends a trace to servers round-robin and records each request's send and answer times."""
-
-    def __init__(self, urls: list[str]):
-        import tritonclient.grpc as grpcclient
-
-        self.grpc = grpcclient
-        self.clients = [grpcclient.InferenceServerClient(url) for url in urls]
-        self.lock = threading.Lock()
-        self.turn = 0
-        self.sent: list[float] = []
-        self.late: list[float] = []
-        self.answered: list[tuple[float, float]] = []  # (sent, answered)
-        self.failed: list[str] = []
-        self.outstanding = 0
-        self.idle = threading.Condition(self.lock)
-
-    def _inputs(self, index: int) -> list[Any]:
-        request = self.grpc.InferInput(INPUT, [1, 1], "BYTES")
-        text = DEFAULT_PROMPTS[index % len(DEFAULT_PROMPTS)].encode()
-        request.set_data_from_numpy(np.array([[text]], dtype=np.object_))
-        return [request]
-
-    def _client(self) -> Any:
-        with self.lock:
-            client = self.clients[self.turn % len(self.clients)]
-            self.turn += 1
-            self.outstanding += 1
-        return client
-
-    def _record(self, sent: float, error: Any) -> None:
-        answered = time.perf_counter()
-        with self.lock:
-            if error is None:
-                self.answered.append((sent, answered))
-            else:
-                self.failed.append(str(error))
-            self.outstanding -= 1
-            self.idle.notify_all()
-
-    def open_loop(self, start: float, offsets: np.ndarray) -> None:
-        """Send one request at each offset (seconds after `start`) without waiting for answers."""
-        for index, offset in enumerate(offsets):
-            due = start + float(offset)
-            pause = due - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            client, inputs = self._client(), self._inputs(index)
-            sent = time.perf_counter()
-            self.late.append(sent - due)
-            client.async_infer(
-                MODEL, inputs, callback=lambda result, error, sent=sent: self._record(sent, error)
-            )
-
-    def user(self, start: float, begin_s: float, end_s: float, index: int) -> None:
-        """One closed-loop user: from `begin_s` to `end_s`, the next request as soon as one is answered."""
-        pause = start + begin_s - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        count = 0
-        while time.perf_counter() < start + end_s:
-            client, inputs = self._client(), self._inputs(index + count)
-            sent = time.perf_counter()
-            try:
-                client.infer(MODEL, inputs, client_timeout=60)
-                self._record(sent, None)
-            except self.grpc.InferenceServerException as error:  # type: ignore[misc]
-                self._record(sent, error)
-            count += 1
-
-    def run(self, trace: Trace) -> dict[str, Any]:
-        """Replay `trace`, wait for every answer, and summarise."""
-        offsets = trace.open_arrivals(np.random.default_rng(SEED))
-        windows = user_windows(trace)
-        start = time.perf_counter() + 0.5
-        threads = [
-            threading.Thread(target=self.user, args=(start, begin, end, i), daemon=True)
-            for i, (begin, end) in enumerate(windows)
-        ]
-        for thread in threads:
-            thread.start()
-        if len(offsets):
-            self.open_loop(start, offsets)
-        for thread in threads:
-            thread.join()
-        with self.idle:
-            self.idle.wait_for(lambda: self.outstanding == 0, timeout=120)
-        for client in self.clients:
-            client.close()
-        return self.summary(start)
-
-    def summary(self, start: float) -> dict[str, Any]:
-        """Throughput (answered ÷ first send to last answer) and latency percentiles, as the simulation's."""
-        latencies = [(answered - sent) * 1000 for sent, answered in self.answered]
-        first = min(sent for sent, _ in self.answered)
-        last = max(answered for _, answered in self.answered)
-        return {
-            "requests": len(self.answered) + len(self.failed),
-            "failed": len(self.failed),
-            "failures": sorted(set(self.failed))[:3],
-            "throughput_rps": len(self.answered) / (last - first),
-            "p50_ms": percentile(latencies, 50),
-            "p90_ms": percentile(latencies, 90),
-            "p99_ms": percentile(latencies, 99),
-            "mean_ms": float(np.mean(latencies)),
-            "client_late_p99_ms": percentile(self.late, 99) * 1000 if self.late else 0.0,
-            "client_late_max_ms": max(self.late) * 1000 if self.late else 0.0,
-            "span_s": last - start,
-        }
-
-
-def user_windows(trace: Trace) -> list[tuple[float, float]]:
-    """(start, stop) of each closed-loop user, from the trace's user changes (each user starts once)."""
-    begins: dict[int, float] = {}
-    ends: dict[int, float] = {}
-    active = 0
-    for change in trace.user_changes():
-        for user in range(active, change.users):
-            if user in begins:
-                raise ValueError("the replay starts each user once; this trace brings a user back")
-            begins[user] = change.at_s
-        for user in range(change.users, active):
-            ends[user] = change.at_s
-        active = change.users
-    if any(isinstance(s, UsersSegment) and s.think_s for s in trace.segments):
-        raise ValueError("the replay sends without think time")
-    return [(begins[user], ends.get(user, trace.duration_s)) for user in sorted(begins)]
 
 
 def simulated(run: Path, trace: Trace, replicas: int) -> dict[str, Any]:
@@ -275,8 +145,9 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
             if replicas == 2:
                 servers.append(pinned_server(repository, 1))
             for name, trace in loads.items():
+                urls = [server.grpc_url for server in servers]
                 with affinity({1}) if replicas == 1 else contextlib.nullcontext():
-                    measured = Replay([server.grpc_url for server in servers]).run(trace)
+                    measured = vars(replay(trace, urls, MODEL, INPUT, DEFAULT_PROMPTS, seed=SEED))
                 predicted = simulated(run, trace, replicas)
                 row = {
                     "trace": name,
