@@ -1,7 +1,16 @@
 """Validate `trb plan simulate` against real replays: simulated vs measured p99 and throughput.
 
 One run, on the int8 MiniLM repository (`trb build all-minilm-l6-v2 --precision int8`, built with
-`--threads-per-instance 1`):
+`--threads-per-instance 1 --max-queue-size 0`):
+
+Why the unbounded queue: with trb's default bounded queue, Triton 2.51's dynamic batcher does not
+prefetch and, once every closed-loop client waits in its queue, nothing wakes it before its 500 ms
+timeout (`repository/config.py`, bench/results/queue.md). A first run of this benchmark on the
+default build measured p99 ≈ 520-610 ms at concurrency 4-16 against 12-26 ms at 1-2, and a
+throughput that fell from 157 to 60 req/s at 32: the closed-loop curve then describes that stall,
+which open-loop traffic (arrivals keep waking the batcher) does not meet — it measured p99 26 ms at
+110 req/s where a simulation of that curve predicted a collapse. A service curve for the
+simulation must come from a server whose closed loop behaves as its open loop does.
 
 1. One replica is one core: tritonserver (and its python-backend stubs) pinned to core 0 by CPU
    affinity, as a Kubernetes pod with a 1-CPU limit. `trb sweep --url` measures its concurrency curve
@@ -118,12 +127,13 @@ def validate(args: argparse.Namespace) -> dict[str, Any]:
             source="all-minilm-l6-v2",
             precision="int8",
             name=MODEL,
-            output=WORK / "repos-1thread",
+            output=WORK / "repos-1thread-unbounded",
             threads_per_instance=1,
+            max_queue_size=0,
         ),
         args.reuse,
     )
-    run = WORK / "runs" / "minilm-int8-core0"
+    run = WORK / "runs" / "minilm-int8-core0-unbounded"
     servers = [pinned_server(repository, 0)]
     try:
         if not (args.reuse and (run / "results.json").is_file()):
@@ -250,7 +260,8 @@ def markdown(results: dict[str, Any]) -> str:
         service = validation["service"]
         lines += [
             "int8 MiniLM, one text per request over gRPC; one replica = tritonserver pinned to one core "
-            "(1 instance, 1 intra-op thread); two replicas = core 0 and core 1 side by side, the client "
+            "(1 instance, 1 intra-op thread, unbounded queue: see the script's docstring); "
+            "two replicas = core 0 and core 1 side by side, the client "
             "sending round-robin. The simulation reads the `trb sweep --url` run of one replica "
             f"({', '.join(str(level['concurrency']) for level in service['levels'])} concurrency; "
             f"{service['capacity_rps']:.0f} req/s at most) and plays the same arrival times with 1 or 2 "

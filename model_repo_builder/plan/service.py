@@ -6,7 +6,10 @@ with `n` closed-loop clients, shared equally among the `n` (processor sharing). 
 the replica — Triton's dynamic batcher, the instances, the network and client time perf_analyzer
 counts — is folded into that one load-dependent rate, so batching shows as a rate that grows with
 `n` and saturation as a rate that stops growing. Between measured levels `X` is interpolated
-linearly (from 0 at `n` = 0), past the last level it stays at the last level's value.
+linearly (from 0 at `n` = 0), past the last level it stays at the last level's value. `X` never
+falls as `n` grows: a level measured below a lower concurrency's throughput (noise on a shared
+machine, or a client-side limit past the peak) takes that throughput instead, so the curve is flat
+past saturation rather than collapsing into a queue that can never drain.
 
 Each request carries a work requirement (mean 1): a draw from the latencies measured at the level
 nearest its `n` on arrival, divided by that level's mean. In a closed loop of `n` users the
@@ -78,8 +81,9 @@ class ServiceCurve:
         return max(level.throughput_rps for level in self.levels)
 
     def rate(self, n: int) -> float:
-        """Completions per second with `n` requests in the replica."""
-        return self._interpolate(n, [level.throughput_rps for level in self.levels])
+        """Completions per second with `n` requests in the replica (never less than with fewer)."""
+        rates = np.maximum.accumulate([level.throughput_rps for level in self.levels])
+        return self._interpolate(n, [float(rate) for rate in rates])
 
     def queue_depth(self, n: int) -> float:
         """Requests waiting (not executing) with `n` in the replica."""

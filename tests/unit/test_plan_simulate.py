@@ -139,6 +139,9 @@ def test_the_rate_is_interpolated_from_zero_and_flat_past_the_last_level() -> No
     assert curve.rate(50) == pytest.approx(100.0)
     # Every request past the last level waits.
     assert curve.queue_depth(10) == pytest.approx(4.0)
+    # A level measured below a lower one's throughput does not make more requests complete slower.
+    dip = _curve(_level(1, 50.0), _level(2, 90.0), _level(4, 70.0), _level(8, 120.0), _level(16, 60.0))
+    assert [dip.rate(n) for n in (2, 3, 4, 6, 8, 16, 64)] == pytest.approx([90, 90, 90, 105, 120, 120, 120])
 
 
 def _run_folder(path: Path, loads: tuple[int, ...] = (1, 4, 8), replicas: int | None = 3) -> Path:
