@@ -56,7 +56,10 @@ def test_the_simulation_matches_a_real_replay_within_the_stated_error(tmp_path: 
             )
         )
         curve = read_curve(run)
-        rate = max(1, round(0.6 * curve.capacity_rps))
+        # 40% of what perf_analyzer measured: unpinned, the Python replay client takes a share of the
+        # server's cores that the sweep's perf_analyzer did not, and the simulation does not charge it
+        # (at 60% one run here measured a backlog: mean 595 ms against 7 ms simulated).
+        rate = max(1, round(0.4 * curve.capacity_rps))
         traces = [
             parse_trace([text]) for text in (f"constant:rate={rate},duration=8", "users:count=8,duration=8")
         ]
