@@ -40,9 +40,9 @@ def main(verbose: int, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from model_repo_builder.cli import build, demo, deploy, doctor, infer, launch, models, status, sweep
+    from model_repo_builder.cli import build, demo, deploy, doctor, infer, launch, models, plan, status, sweep
 
-    for module in (build, launch, models, infer, status, sweep, deploy, doctor, demo):
+    for module in (build, launch, models, infer, status, sweep, plan, deploy, doctor, demo):
         main.add_command(module.command)
 
 

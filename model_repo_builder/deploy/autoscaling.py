@@ -19,15 +19,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 from model_repo_builder.deploy.plan import MeasuredPlan
 from model_repo_builder.errors import SpecError
-from model_repo_builder.spec import DeploySpec
 
 DEFAULT_MIN_REPLICAS = 1
 DEFAULT_MAX_REPLICAS = 2
 DEFAULT_SCALE_UP_QUEUE = 5.0
 DEFAULT_SCALE_DOWN_QUEUE = 1.0
+# How often KEDA reads the queue depth (the ScaledObject's pollingInterval; also the HPA's sync period).
+POLLING_INTERVAL_S = 15
+
+
+class AutoscalingFlags(Protocol):
+    """The autoscaling options a spec carries (`DeploySpec`, `SimulateSpec`); None: not given."""
+
+    @property
+    def min_replicas(self) -> int | None: ...  # noqa: D102
+    @property
+    def max_replicas(self) -> int | None: ...  # noqa: D102
+    @property
+    def scale_up_queue(self) -> float | None: ...  # noqa: D102
+    @property
+    def scale_down_queue(self) -> float | None: ...  # noqa: D102
+    @property
+    def window_s(self) -> int: ...  # noqa: D102
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,7 +59,7 @@ class Autoscaling:
     basis: tuple[str, ...]
 
 
-def autoscaling(spec: DeploySpec, plan: MeasuredPlan | None) -> Autoscaling:
+def autoscaling(spec: AutoscalingFlags, plan: MeasuredPlan | None) -> Autoscaling:
     """Resolve the autoscaling settings; raise `SpecError` when they do not fit together."""
     basis: list[str] = []
     down = spec.scale_down_queue if spec.scale_down_queue is not None else DEFAULT_SCALE_DOWN_QUEUE

@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from model_repo_builder.deploy import yaml_text
-from model_repo_builder.deploy.autoscaling import Autoscaling
+from model_repo_builder.deploy.autoscaling import POLLING_INTERVAL_S, Autoscaling
 from model_repo_builder.deploy.facts import RepositoryFacts
 from model_repo_builder.deploy.monitoring import queue_depth_query
 from model_repo_builder.deploy.sizing import Resources, quantity
@@ -307,7 +307,7 @@ def scaled_object(spec: DeploySpec, facts: RepositoryFacts, scaling: Autoscaling
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
             "minReplicaCount": scaling.min_replicas,
             "maxReplicaCount": scaling.max_replicas,
-            "pollingInterval": 15,
+            "pollingInterval": POLLING_INTERVAL_S,
             "cooldownPeriod": scaling.window_s,
             "advanced": {
                 "horizontalPodAutoscalerConfig": {"behavior": {"scaleUp": window, "scaleDown": window}}

@@ -93,8 +93,22 @@ def read_plan(run: Path, facts: RepositoryFacts) -> MeasuredPlan:
         DeployError: The run measured another model or configuration, or met no objective.
     """
     results = load_results(run)
+    _check_same_repository(results, _best(results, run), facts, run)
+    return read_run(run)
+
+
+def read_run(run: Path) -> MeasuredPlan:
+    """Read a sweep run folder (or its results.json) on its own, without a repository to check it against.
+
+    `trb plan simulate` reads a run this way, so its autoscaling is the one `trb deploy k8s --plan`
+    would render from the same run.
+
+    Raises:
+        RepositoryError: The path holds no trb sweep results.
+        DeployError: The run met no objective or has no knee level.
+    """
+    results = load_results(run)
     best = _best(results, run)
-    _check_same_repository(results, best, facts, run)
     knee, level = _knee(best, run)
     queue_s = float(level["breakdown"]["server_queue_ms"]) / 1000
     rss = [int(lv["server_rss_bytes"]) for lv in best.get("levels", []) if lv.get("server_rss_bytes")]
