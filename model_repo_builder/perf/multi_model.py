@@ -418,15 +418,7 @@ def serve_models(spec: MultiModelSweepSpec) -> Iterator[dict[str, Target]]:
                 found = remote_inputs(spec.url, spec.protocol, name)
             except InferenceError as error:
                 raise InferenceError(f"`--models`: {error}") from None
-            targets[name] = Target(
-                model=name,
-                url=spec.url,
-                text_inputs=found.text_inputs,
-                metrics_url=None,
-                server=None,
-                task=found.task,
-                response_cache=found.response_cache,
-            )
+            targets[name] = Target.of(name, spec.url, found)
         yield targets
         return
     owners = served_models(spec.repositories)
@@ -443,19 +435,7 @@ def serve_models(spec: MultiModelSweepSpec) -> Iterator[dict[str, Target]]:
     )
     with TritonServer(launch) as server:
         url = server.grpc_url if spec.protocol == "grpc" else server.http_url
-        targets = {}
-        for name in names:
-            found = local_inputs(owners[name], name)
-            targets[name] = Target(
-                model=name,
-                url=url,
-                text_inputs=found.text_inputs,
-                metrics_url=server.metrics_url,
-                server=server,
-                task=found.task,
-                response_cache=found.response_cache,
-            )
-        yield targets
+        yield {name: Target.of(name, url, local_inputs(owners[name], name), server) for name in names}
 
 
 def _levels(spec: MultiModelSweepSpec) -> list[tuple[str, float]]:

@@ -196,6 +196,17 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
+def _write_page(folder: Path, model: str, sections: list[str]) -> Path:
+    """report.html: the sections in one self-contained page."""
+    page = (
+        f"<!doctype html><html><head><meta charset=utf-8><title>trb sweep {html.escape(model)}"
+        f"</title><style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>"
+    )
+    path = folder / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
 def write_report(results: dict[str, Any], folder: Path) -> Path:
     """Write results.json, levels.csv, the PNG plots and report.html into `folder`; return the HTML path."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -237,13 +248,7 @@ def write_report(results: dict[str, Any], folder: Path) -> Path:
         sections.append(f"<p>Search: {html.escape(json.dumps(results['search']))}</p>")
     sections.append("<h2>Every measured level</h2>")
     sections.append(_table(list(level_rows(results)), level_columns(results)))
-    page = (
-        f"<!doctype html><html><head><meta charset=utf-8><title>trb sweep {html.escape(results['model'])}"
-        f"</title><style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>"
-    )
-    path = folder / "report.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return _write_page(folder, results["model"], sections)
 
 
 SHARING_COLUMNS = (
@@ -345,10 +350,4 @@ def write_models_report(results: dict[str, Any], folder: Path) -> Path:
     sections.append(_table(rows, columns))
     for error in results.get("errors", []):
         sections.append(f"<p>Error: {html.escape(error)}</p>")
-    page = (
-        f"<!doctype html><html><head><meta charset=utf-8><title>trb sweep {html.escape(results['model'])}"
-        f"</title><style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>"
-    )
-    path = folder / "report.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return _write_page(folder, results["model"], sections)

@@ -102,6 +102,19 @@ class Target:
     task: Task | None = None  # None: a server model whose inputs match no task trb builds
     response_cache: bool = False  # built with --response-cache: levels count the cache's hits and misses
 
+    @classmethod
+    def of(cls, model: str, url: str, inputs: ModelInputs, server: TritonServer | None = None) -> Target:
+        """`model` at `url` with the inputs read from its config; a local `server` also gives metrics."""
+        return cls(
+            model=model,
+            url=url,
+            text_inputs=inputs.text_inputs,
+            metrics_url=server.metrics_url if server is not None else None,
+            server=server,
+            task=inputs.task,
+            response_cache=inputs.response_cache,
+        )
+
     @property
     def input_name(self) -> str | None:
         """The first text input (what one-input tools such as the stress profile send)."""
@@ -165,16 +178,7 @@ def serve(spec: SweepSpec, repository: Path | None) -> Iterator[Target]:
     """Launch `repository` on free loopback ports, or point at `spec.url`."""
     if repository is None:
         assert spec.url is not None and spec.model is not None  # guaranteed by SweepSpec validation
-        remote = remote_inputs(spec.url, spec.protocol, spec.model)
-        yield Target(
-            model=spec.model,
-            url=spec.url,
-            text_inputs=remote.text_inputs,
-            metrics_url=None,
-            server=None,
-            task=remote.task,
-            response_cache=remote.response_cache,
-        )
+        yield Target.of(spec.model, spec.url, remote_inputs(spec.url, spec.protocol, spec.model))
         return
     model = read_manifest(repository).name
     http_port, grpc_port, metrics_port = free_ports(3)
@@ -184,15 +188,7 @@ def serve(spec: SweepSpec, repository: Path | None) -> Iterator[Target]:
     local = local_inputs(repository, model)
     with TritonServer(launch) as server:
         url = server.grpc_url if spec.protocol == "grpc" else server.http_url
-        yield Target(
-            model=model,
-            url=url,
-            text_inputs=local.text_inputs,
-            metrics_url=server.metrics_url,
-            server=server,
-            task=local.task,
-            response_cache=local.response_cache,
-        )
+        yield Target.of(model, url, local, server)
 
 
 def remote_inputs(url: str, protocol: str, model: str) -> ModelInputs:
