@@ -9,25 +9,28 @@ request that arrives (`DynamicBatchScheduler::Enqueue`), and only if the queue t
 preferred batch size, else by its 500 ms timeout. With preferred sizes (trb rendered 4, 8, 16, 32
 before this benchmark) most arrivals do not wake it, so batches wait.
 
+An earlier run of this benchmark (the git history of bench/results/queue.md) showed that preferred
+batch sizes make it worse and that no Triton setting avoids the stall under overload. So the
+encoder templates now bound their own queue (templates/common/trb_runtime.py `TritonAdmission`):
+Triton's queue gets no policy, execute() admits a request or answers UNAVAILABLE at once, and a
+worker thread answers what is queued in batches.
+
 One run, the int8 MiniLM repository (2 instances × 1 thread), one text per request over HTTP at
 concurrency 32 (the workload of bench/results/embedding.md), in alternating rounds:
 
-    unbounded     no queue policy (prefetching on): the ceiling a bounded queue is judged against
-    before        the bounded queue as trb built it before: preferred sizes 4…32, timeout override on
-    preferred     today's default with the preferred sizes put back
-    default       what `trb build` writes now: the bounded queue, no preferred batch sizes (every
-                  arrival wakes the batcher), no per-request timeout override
+    unbounded       no queue policy, no admission bound (execute() answers): the ceiling
+    triton-bounded  the old default: Triton's queue policy, max_queue_size 256 (no prefetching)
+    admission       the new default, as `trb build` writes it: trb's own bound of 256 requests,
+                    Triton's max_queue_delay_microseconds 1000
+    admission-d0    the same with max_queue_delay_microseconds 0 (requests reach the stub at once)
 
-Then overload: each bounded candidate with `max_queue_size` 8 at concurrency 96 (gRPC, a plain
-closed-loop client), counting rejections and their latency, and the unbounded queue under the same
-load. A request refused by a full queue returns from `DynamicBatchScheduler::Enqueue` before the
-wake-up, so while the queue stays full nothing wakes the batcher when an instance frees up: it
-sleeps its 500 ms timeout with requests queued and the instance idle. The answered rate under
-overload shows what that costs.
+Then overload: each bounded candidate with a bound of 8 at concurrency 96 (gRPC, a plain
+closed-loop client), counting rejections and their latency, and the unbounded queue under the
+same load.
 
 Results: bench/results/queue.json and bench/results/queue.md; scratch under bench/work/queue/.
 
-    python bench/bench_queue.py          # about 6 minutes on 2 cores
+    python bench/bench_queue.py          # about 7 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -58,38 +61,48 @@ OVERLOAD_CONCURRENCY = 96
 OVERLOAD_QUEUE = 8
 
 
+def _triton_queue(config: dict[str, Any]) -> None:
+    """No admission bound in the stub: execute() answers, Triton's queue holds the waiting requests."""
+    config.get("parameters", {}).pop("max_queue_size", None)
+
+
 def _unbounded(config: dict[str, Any]) -> None:
+    _triton_queue(config)
     config["dynamic_batching"].pop("default_queue_policy", None)
 
 
-def _preferred(config: dict[str, Any]) -> None:
-    size = int(config["max_batch_size"])
-    config["dynamic_batching"]["preferred_batch_size"] = [s for s in (4, 8, 16, 32) if s < size] + [size]
-
-
-def _before(config: dict[str, Any]) -> None:
-    _preferred(config)
-    config["dynamic_batching"]["default_queue_policy"]["allow_timeout_override"] = True
+def _triton_bounded(config: dict[str, Any]) -> None:
+    bound = int(config["parameters"]["max_queue_size"]["string_value"])
+    _triton_queue(config)
+    config["dynamic_batching"]["default_queue_policy"] = {
+        "timeout_action": "REJECT",
+        "default_timeout_microseconds": 0,
+        "allow_timeout_override": False,
+        "max_queue_size": bound,
+    }
 
 
 def _as_built(config: dict[str, Any]) -> None:
     del config  # the config as trb renders it
 
 
+def _no_delay(config: dict[str, Any]) -> None:
+    config["dynamic_batching"]["max_queue_delay_microseconds"] = 0
+
+
 VARIANTS: dict[str, Callable[[dict[str, Any]], None]] = {
     "unbounded": _unbounded,
-    "before": _before,
-    "preferred": _preferred,
-    "default": _as_built,
+    "triton-bounded": _triton_bounded,
+    "admission": _as_built,
+    "admission-d0": _no_delay,
 }
-BOUNDED = ("before", "preferred", "default")
+BOUNDED = ("triton-bounded", "admission", "admission-d0")
 
 
 def _small_queue(change: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
     def apply(config: dict[str, Any]) -> None:
+        config["parameters"]["max_queue_size"] = {"string_value": str(OVERLOAD_QUEUE)}
         change(config)
-        if "default_queue_policy" in config["dynamic_batching"]:
-            config["dynamic_batching"]["default_queue_policy"]["max_queue_size"] = OVERLOAD_QUEUE
 
     return apply
 
@@ -144,7 +157,7 @@ def overload(repository: Path, args: argparse.Namespace) -> dict[str, float]:
 def render_markdown(report: dict[str, Any]) -> str:
     machine, settings = report["machine"], report["settings"]
     lines = [
-        "# Bounded queue vs unbounded (Triton 2.51 dynamic batcher)",
+        "# Bounded queue vs unbounded: Triton's queue policy and trb's admission bound (Triton 2.51)",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores. Workload: MiniLM int8, "
         f"2 instances × 1 thread, one text per request, HTTP, concurrency {CONCURRENCY}, "
@@ -164,7 +177,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"Overload: max_queue_size {OVERLOAD_QUEUE}, {OVERLOAD_CONCURRENCY} clients (gRPC), "
+        f"Overload: a bound of {OVERLOAD_QUEUE} requests, {OVERLOAD_CONCURRENCY} clients (gRPC), "
         f"{report['settings']['overload_s']:.0f} s each.",
         "",
         "| variant | answered/s | rejected (503)/s | rejected p50 ms | rejected p99 ms "

@@ -49,8 +49,9 @@ def held_queue(bound: int, max_rows: int) -> tuple[AdmissionQueue, Recorder]:
 
 def test_offer_is_refused_once_bound_items_wait_and_accepted_again_after_a_batch() -> None:
     admission, recorder = held_queue(bound=3, max_rows=8)
+    assert not admission.full
     assert [admission.offer(name, 1) for name in ("a", "b", "c", "d")] == [True, True, True, False]
-    assert admission.depth == 3
+    assert admission.depth == 3 and admission.full
     recorder.release.set()
     assert recorder.batches.get(timeout=30) == ["first"]
     assert recorder.batches.get(timeout=30) == ["a", "b", "c"]  # everything queued, in order

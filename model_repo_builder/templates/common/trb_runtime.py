@@ -431,6 +431,7 @@ def encoder_runtime(onnx_path: str, tokenizer_path: str, settings: Any) -> tuple
 # whatever is queued, in batches of up to max_batch_size rows, through each request's response sender.
 
 QUEUE_DEPTH_METRIC = "trb_queue_depth"
+ANSWERED_METRIC = "trb_answered_requests"  # per instance: shows how Triton spreads requests over them
 
 
 class AdmissionQueue:
@@ -469,6 +470,11 @@ class AdmissionQueue:
     def depth(self) -> int:
         """Items admitted and not yet taken by the worker."""
         return len(self._waiting)
+
+    @property
+    def full(self) -> bool:
+        """Whether `offer` would refuse an item now (unless `beyond_bound`)."""
+        return self._closing or bool(self.bound and len(self._waiting) >= self.bound)
 
     def offer(self, item: Any, rows: int, beyond_bound: bool = False) -> bool:
         """Queue `item` (of `rows` rows) for the worker; False, queueing nothing, when full or closed.
@@ -568,6 +574,7 @@ class TritonAdmission:
         input_names: Sequence[str],
         respond: Any,
     ):
+        import queue
         import threading
 
         self.model = config.get("name", args.get("model_name", ""))
@@ -582,10 +589,14 @@ class TritonAdmission:
             fail=self._fail,
             name=f"trb-admission-{args.get('model_instance_name', self.model)}",
         )
-        self._gauge = _queue_depth_gauge(self.model, args.get("model_instance_name", ""))
+        self.answered = 0  # requests the worker computed an answer for
+        self._gauge, self._counter = _admission_metrics(self.model, args.get("model_instance_name", ""))
         self._stop = threading.Event()
         self._reporter = threading.Thread(target=self._report_depth, name="trb-queue-depth", daemon=True)
         self._reporter.start()
+        self._outbox: queue.SimpleQueue[list[tuple[Admitted, Any]] | None] = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send, name="trb-responses", daemon=True)
+        self._sender.start()
 
     @staticmethod
     def enabled(parameters: dict[str, str]) -> bool:
@@ -595,21 +606,23 @@ class TritonAdmission:
     def execute(self, requests: list[Any]) -> list[Any] | None:
         """Admit each request, or answer it UNAVAILABLE (HTTP 503) at once when the queue is full.
 
-        The requests of a call that finds the queue empty are all admitted, whatever the bound:
-        Triton's batch never holds more than max_batch_size rows, and a warmup sample of batch N
-        arrives as N requests in one call, which a bound below N would refuse.
+        The requests of a call that finds the worker idle and nothing queued are all admitted,
+        whatever the bound: the worker takes them at once as one batch (Triton's batch never holds
+        more than max_batch_size rows), and a warmup sample of batch N arrives as N requests in one
+        call, which a bound below N would refuse.
         """
         import triton_python_backend_utils as pb_utils
 
         refused: list[Any] = [None] * len(requests)
         any_refused = False
-        into_empty = self.queue.depth == 0
+        into_idle = self.queue.depth == 0 and not self.queue.busy
         for index, request in enumerate(requests):
-            inputs = request_inputs(request, self.input_names)
-            first = next((value for value in inputs.values() if value is not None), None)
-            rows = 1 if first is None or first.ndim == 0 else int(first.shape[0])
-            if self.queue.offer(Admitted(inputs, request.get_response_sender()), rows, into_empty):
-                continue
+            if into_idle or not self.queue.full:  # only this thread adds: seen not full, it stays so
+                inputs = request_inputs(request, self.input_names)
+                first = next((value for value in inputs.values() if value is not None), None)
+                rows = 1 if first is None or first.ndim == 0 else int(first.shape[0])
+                if self.queue.offer(Admitted(inputs, request.get_response_sender()), rows, into_idle):
+                    continue
             any_refused = True
             refused[index] = pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(
@@ -621,14 +634,21 @@ class TritonAdmission:
         return refused if any_refused else None
 
     def _answer(self, batch: list[Admitted]) -> None:
+        """Compute the batch's responses; the sender thread sends them while the next batch runs."""
+        responses = self.respond([item.inputs for item in batch])
+        self.answered += len(batch)
+        self._outbox.put(list(zip(batch, responses, strict=True)))
+
+    def _send(self) -> None:
+        """Send computed responses until closed (each send waits for the server: off the worker)."""
         import triton_python_backend_utils as pb_utils
 
-        responses = self.respond([item.inputs for item in batch])
-        for item, response in zip(batch, responses, strict=True):
-            try:
-                item.sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-            except Exception as error:  # a client gone away must not fail the rest of the batch
-                pb_utils.Logger.log_error(f"could not send a response: {error!r}")
+        while (answered := self._outbox.get()) is not None:
+            for item, response in answered:
+                try:
+                    item.sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                except Exception as error:  # a client gone away must not fail the rest of the batch
+                    pb_utils.Logger.log_error(f"could not send a response: {error!r}")
 
     def _fail(self, batch: list[Admitted], message: str) -> None:
         import triton_python_backend_utils as pb_utils
@@ -645,32 +665,46 @@ class TritonAdmission:
                 pb_utils.Logger.log_error(f"could not send a response: {send_error!r}")
 
     def _report_depth(self, interval_s: float = 0.25) -> None:
-        """Keep the queue-depth gauge current (each set is a message to the server: not per request)."""
-        last = -1
+        """Keep the metrics current (each update is a message to the server: not one per request)."""
+        last_depth, reported = -1, 0
         while not self._stop.wait(interval_s):
-            depth = self.queue.depth
-            if self._gauge is not None and depth != last:
+            depth, answered = self.queue.depth, self.answered
+            if self._gauge is not None and depth != last_depth:
                 self._gauge.set(depth)
-                last = depth
+                last_depth = depth
+            if self._counter is not None and answered != reported:
+                self._counter.increment(answered - reported)
+                reported = answered
 
     def close(self) -> None:
         """Answer what is queued with an error and stop the worker (finalize())."""
         self._stop.set()
         self._reporter.join(timeout=5)
         self.queue.close()
+        self._outbox.put(None)  # after the last computed batch
+        self._sender.join(timeout=60)
 
 
-def _queue_depth_gauge(model: str, instance: str) -> Any:
-    """The `trb_queue_depth{model, instance}` gauge on Triton's metrics port (None where unsupported)."""
+def _admission_metrics(model: str, instance: str) -> tuple[Any, Any]:
+    """One instance's `trb_queue_depth` gauge and `trb_answered_requests` counter on the metrics port.
+
+    (None, None) where custom metrics are off (`--allow-metrics=false`).
+    """
     import triton_python_backend_utils as pb_utils
 
+    labels = {"model": model, "instance": instance}
     try:
-        family = pb_utils.MetricFamily(
+        depth = pb_utils.MetricFamily(
             name=QUEUE_DEPTH_METRIC,
             description="Requests waiting in trb's own queue of a model instance (not yet batched)",
             kind=pb_utils.MetricFamily.GAUGE,
         )
-        return family.Metric(labels={"model": model, "instance": instance})
-    except Exception as error:  # metrics off (--allow-metrics=false): serve without the gauge
-        pb_utils.Logger.log_warn(f"no {QUEUE_DEPTH_METRIC} metric: {error!r}")
-        return None
+        answered = pb_utils.MetricFamily(
+            name=ANSWERED_METRIC,
+            description="Requests a model instance's trb worker computed an answer for",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        return depth.Metric(labels=labels), answered.Metric(labels=labels)
+    except Exception as error:
+        pb_utils.Logger.log_warn(f"no {QUEUE_DEPTH_METRIC} / {ANSWERED_METRIC} metrics: {error!r}")
+        return None, None
