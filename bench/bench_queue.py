@@ -40,6 +40,7 @@ import json
 import logging
 import statistics
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,14 @@ def _small_queue(change: Callable[[dict[str, Any]], None]) -> Callable[[dict[str
     return apply
 
 
+def _answered_by_instance(metrics_url: str) -> list[float]:
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return sorted(
+        float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("trb_answered_requests{")
+    )
+
+
 def measure(repository: Path, data: Path, label: str, args: argparse.Namespace) -> dict[str, float]:
     """Throughput and latency at CONCURRENCY over HTTP, a fixed number of requests."""
     with launch(repository) as server:
@@ -120,6 +129,8 @@ def measure(repository: Path, data: Path, label: str, args: argparse.Namespace) 
             timeout_s=300,
         )
         result = run_perf_analyzer(run, WORK / "perf" / label)
+        time.sleep(0.6)  # the stub reports its counters every 0.25 s
+        answered = _answered_by_instance(server.metrics_url)
     measured = result.measurement
     LOGGER.info(
         "%s: %.0f req/s, p50 %.1f ms, p99 %.1f ms",
@@ -133,6 +144,8 @@ def measure(repository: Path, data: Path, label: str, args: argparse.Namespace) 
         "p50_ms": measured.p50_ms,
         "p99_ms": measured.p99_ms,
         "server_queue_ms": result.breakdown.server_queue_ms,
+        # trb's admission only: requests each instance computed (warmup included): the spread
+        "answered_by_instance": answered,
         "load_average": load_average(),
     }
 
@@ -154,6 +167,16 @@ def overload(repository: Path, args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+def _share(rounds: list[dict[str, Any]]) -> str:
+    """The instance that computed fewer requests: its share of the two, median over rounds."""
+    shares = [
+        min(r["answered_by_instance"]) / sum(r["answered_by_instance"])
+        for r in rounds
+        if len(r["answered_by_instance"]) == 2
+    ]
+    return f"{statistics.median(shares):.2f}" if shares else "–"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     machine, settings = report["machine"], report["settings"]
     lines = [
@@ -163,8 +186,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"2 instances × 1 thread, one text per request, HTTP, concurrency {CONCURRENCY}, "
         f"{settings['requests']} requests per measurement, {settings['rounds']} alternating rounds.",
         "",
-        "| variant | req/s (median) | ÷ unbounded (median of rounds) | p50 ms | p99 ms | p99 ÷ unbounded |",
-        "|---|---|---|---|---|---|",
+        "| variant | req/s (median) | ÷ unbounded (median of rounds) | p50 ms | p99 ms | p99 ÷ unbounded "
+        "| smaller instance's share |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name in VARIANTS:
         rounds = [r[name] for r in report["rounds"]]
@@ -173,7 +197,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {report['ratios'][name]['throughput']:.3f} "
             f"| {statistics.median(r['p50_ms'] for r in rounds):.1f} "
             f"| {statistics.median(r['p99_ms'] for r in rounds):.1f} "
-            f"| {report['ratios'][name]['p99']:.2f} |"
+            f"| {report['ratios'][name]['p99']:.2f} | {_share(rounds)} |"
         )
     lines += [
         "",

@@ -590,7 +590,10 @@ class TritonAdmission:
             name=f"trb-admission-{args.get('model_instance_name', self.model)}",
         )
         self.answered = 0  # requests the worker computed an answer for
-        self._gauge, self._counter = _admission_metrics(self.model, args.get("model_instance_name", ""))
+        # Triton drops a metric whose family object is gone: the families live as long as this object.
+        self._families, self._gauge, self._counter = _admission_metrics(
+            self.model, args.get("model_instance_name", "")
+        )
         self._stop = threading.Event()
         self._reporter = threading.Thread(target=self._report_depth, name="trb-queue-depth", daemon=True)
         self._reporter.start()
@@ -685,10 +688,11 @@ class TritonAdmission:
         self._sender.join(timeout=60)
 
 
-def _admission_metrics(model: str, instance: str) -> tuple[Any, Any]:
+def _admission_metrics(model: str, instance: str) -> tuple[Any, Any, Any]:
     """One instance's `trb_queue_depth` gauge and `trb_answered_requests` counter on the metrics port.
 
-    (None, None) where custom metrics are off (`--allow-metrics=false`).
+    Returns (their families, the gauge, the counter); (None, None, None) where custom metrics are
+    off (`--allow-metrics=false`).
     """
     import triton_python_backend_utils as pb_utils
 
@@ -704,7 +708,7 @@ def _admission_metrics(model: str, instance: str) -> tuple[Any, Any]:
             description="Requests a model instance's trb worker computed an answer for",
             kind=pb_utils.MetricFamily.COUNTER,
         )
-        return depth.Metric(labels=labels), answered.Metric(labels=labels)
+        return (depth, answered), depth.Metric(labels=labels), answered.Metric(labels=labels)
     except Exception as error:
         pb_utils.Logger.log_warn(f"no {QUEUE_DEPTH_METRIC} / {ANSWERED_METRIC} metrics: {error!r}")
-        return None, None
+        return None, None, None
