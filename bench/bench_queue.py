@@ -9,25 +9,28 @@ request that arrives (`DynamicBatchScheduler::Enqueue`), and only if the queue t
 preferred batch size, else by its 500 ms timeout. With preferred sizes (trb rendered 4, 8, 16, 32
 before this benchmark) most arrivals do not wake it, so batches wait.
 
+An earlier run of this benchmark (the git history of bench/results/queue.md) showed that preferred
+batch sizes make it worse and that no Triton setting avoids the stall under overload. So the
+encoder templates now bound their own queue (templates/common/trb_runtime.py `TritonAdmission`):
+Triton's queue gets no policy, execute() admits a request or answers UNAVAILABLE at once, and a
+worker thread answers what is queued in batches.
+
 One run, the int8 MiniLM repository (2 instances × 1 thread), one text per request over HTTP at
 concurrency 32 (the workload of bench/results/embedding.md), in alternating rounds:
 
-    unbounded     no queue policy (prefetching on): the ceiling a bounded queue is judged against
-    before        the bounded queue as trb built it before: preferred sizes 4…32, timeout override on
-    preferred     today's default with the preferred sizes put back
-    default       what `trb build` writes now: the bounded queue, no preferred batch sizes (every
-                  arrival wakes the batcher), no per-request timeout override
+    unbounded       no queue policy, no admission bound (execute() answers): the ceiling
+    triton-bounded  the old default: Triton's queue policy, max_queue_size 256 (no prefetching)
+    admission       the new default, as `trb build` writes it: trb's own bound of 256 requests,
+                    Triton's max_queue_delay_microseconds 1000
+    admission-d0    the same with max_queue_delay_microseconds 0 (requests reach the stub at once)
 
-Then overload: each bounded candidate with `max_queue_size` 8 at concurrency 96 (gRPC, a plain
-closed-loop client), counting rejections and their latency, and the unbounded queue under the same
-load. A request refused by a full queue returns from `DynamicBatchScheduler::Enqueue` before the
-wake-up, so while the queue stays full nothing wakes the batcher when an instance frees up: it
-sleeps its 500 ms timeout with requests queued and the instance idle. The answered rate under
-overload shows what that costs.
+Then overload: each bounded candidate with a bound of 8 at concurrency 96 (gRPC, a plain
+closed-loop client), counting rejections and their latency, and the unbounded queue under the
+same load.
 
 Results: bench/results/queue.json and bench/results/queue.md; scratch under bench/work/queue/.
 
-    python bench/bench_queue.py          # about 6 minutes on 2 cores
+    python bench/bench_queue.py          # about 7 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import json
 import logging
 import statistics
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,40 +62,58 @@ OVERLOAD_CONCURRENCY = 96
 OVERLOAD_QUEUE = 8
 
 
+def _triton_queue(config: dict[str, Any]) -> None:
+    """No admission bound in the stub: execute() answers, Triton's queue holds the waiting requests."""
+    config.get("parameters", {}).pop("max_queue_size", None)
+
+
 def _unbounded(config: dict[str, Any]) -> None:
+    _triton_queue(config)
     config["dynamic_batching"].pop("default_queue_policy", None)
 
 
-def _preferred(config: dict[str, Any]) -> None:
-    size = int(config["max_batch_size"])
-    config["dynamic_batching"]["preferred_batch_size"] = [s for s in (4, 8, 16, 32) if s < size] + [size]
-
-
-def _before(config: dict[str, Any]) -> None:
-    _preferred(config)
-    config["dynamic_batching"]["default_queue_policy"]["allow_timeout_override"] = True
+def _triton_bounded(config: dict[str, Any]) -> None:
+    bound = int(config["parameters"]["max_queue_size"]["string_value"])
+    _triton_queue(config)
+    config["dynamic_batching"]["default_queue_policy"] = {
+        "timeout_action": "REJECT",
+        "default_timeout_microseconds": 0,
+        "allow_timeout_override": False,
+        "max_queue_size": bound,
+    }
 
 
 def _as_built(config: dict[str, Any]) -> None:
     del config  # the config as trb renders it
 
 
+def _no_delay(config: dict[str, Any]) -> None:
+    config["dynamic_batching"]["max_queue_delay_microseconds"] = 0
+
+
 VARIANTS: dict[str, Callable[[dict[str, Any]], None]] = {
     "unbounded": _unbounded,
-    "before": _before,
-    "preferred": _preferred,
-    "default": _as_built,
+    "triton-bounded": _triton_bounded,
+    "admission": _as_built,
+    "admission-d0": _no_delay,
 }
-BOUNDED = ("before", "preferred", "default")
+BOUNDED = ("triton-bounded", "admission", "admission-d0")
 
 
 def _small_queue(change: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
     def apply(config: dict[str, Any]) -> None:
+        config["parameters"]["max_queue_size"] = {"string_value": str(OVERLOAD_QUEUE)}
         change(config)
-        if "default_queue_policy" in config["dynamic_batching"]:
-            config["dynamic_batching"]["default_queue_policy"]["max_queue_size"] = OVERLOAD_QUEUE
 
     return apply
+
+
+def _answered_by_instance(metrics_url: str) -> list[float]:
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return sorted(
+        float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("trb_answered_requests{")
+    )
 
 
 def measure(repository: Path, data: Path, label: str, args: argparse.Namespace) -> dict[str, float]:
@@ -107,6 +129,8 @@ def measure(repository: Path, data: Path, label: str, args: argparse.Namespace) 
             timeout_s=300,
         )
         result = run_perf_analyzer(run, WORK / "perf" / label)
+        time.sleep(0.6)  # the stub reports its counters every 0.25 s
+        answered = _answered_by_instance(server.metrics_url)
     measured = result.measurement
     LOGGER.info(
         "%s: %.0f req/s, p50 %.1f ms, p99 %.1f ms",
@@ -120,6 +144,8 @@ def measure(repository: Path, data: Path, label: str, args: argparse.Namespace) 
         "p50_ms": measured.p50_ms,
         "p99_ms": measured.p99_ms,
         "server_queue_ms": result.breakdown.server_queue_ms,
+        # trb's admission only: requests each instance computed (warmup included): the spread
+        "answered_by_instance": answered,
         "load_average": load_average(),
     }
 
@@ -141,17 +167,28 @@ def overload(repository: Path, args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+def _share(rounds: list[dict[str, Any]]) -> str:
+    """The instance that computed fewer requests: its share of the two, median over rounds."""
+    shares = [
+        min(r["answered_by_instance"]) / sum(r["answered_by_instance"])
+        for r in rounds
+        if len(r["answered_by_instance"]) == 2
+    ]
+    return f"{statistics.median(shares):.2f}" if shares else "–"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     machine, settings = report["machine"], report["settings"]
     lines = [
-        "# Bounded queue vs unbounded (Triton 2.51 dynamic batcher)",
+        "# Bounded queue vs unbounded: Triton's queue policy and trb's admission bound (Triton 2.51)",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores. Workload: MiniLM int8, "
         f"2 instances × 1 thread, one text per request, HTTP, concurrency {CONCURRENCY}, "
         f"{settings['requests']} requests per measurement, {settings['rounds']} alternating rounds.",
         "",
-        "| variant | req/s (median) | ÷ unbounded (median of rounds) | p50 ms | p99 ms | p99 ÷ unbounded |",
-        "|---|---|---|---|---|---|",
+        "| variant | req/s (median) | ÷ unbounded (median of rounds) | p50 ms | p99 ms | p99 ÷ unbounded "
+        "| smaller instance's share |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name in VARIANTS:
         rounds = [r[name] for r in report["rounds"]]
@@ -160,11 +197,11 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {report['ratios'][name]['throughput']:.3f} "
             f"| {statistics.median(r['p50_ms'] for r in rounds):.1f} "
             f"| {statistics.median(r['p99_ms'] for r in rounds):.1f} "
-            f"| {report['ratios'][name]['p99']:.2f} |"
+            f"| {report['ratios'][name]['p99']:.2f} | {_share(rounds)} |"
         )
     lines += [
         "",
-        f"Overload: max_queue_size {OVERLOAD_QUEUE}, {OVERLOAD_CONCURRENCY} clients (gRPC), "
+        f"Overload: a bound of {OVERLOAD_QUEUE} requests, {OVERLOAD_CONCURRENCY} clients (gRPC), "
         f"{report['settings']['overload_s']:.0f} s each.",
         "",
         "| variant | answered/s | rejected (503)/s | rejected p50 ms | rejected p99 ms "

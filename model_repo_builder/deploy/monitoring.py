@@ -11,6 +11,10 @@ and the KEDA query use. Notes on what they mean:
 - Triton has no per-instance utilisation metric. Each request of a batch carries the batch's compute
   time, so compute time per request × executions per second is the time instances are busy; divided
   by the instance count it is their utilisation (approximate: it weighs batches by their size).
+- trb's encoder templates keep their own bounded queue (Triton's queue holds next to nothing), so
+  queue depth is `nv_inference_pending_request_count` plus trb's gauge `trb_queue_depth` (one series
+  per model instance; models without trb's queue have none, hence `or vector(0)`). Triton's queue and
+  compute durations of those models end when execute() returns, before the answer is computed.
 - `nv_inference_request_failure` counts what Triton itself fails (rejected by a full queue,
   cancelled, backend errors). An error response a python-backend model returns for a bad input (trb's
   400 for empty text) is a success for Triton's counters, as measured on 2.51.
@@ -25,6 +29,7 @@ from typing import Any
 from model_repo_builder.deploy.facts import RepositoryFacts
 
 QUEUE_DEPTH_METRIC = "nv_inference_pending_request_count"
+TRB_QUEUE_DEPTH_METRIC = "trb_queue_depth"  # templates/common/trb_runtime.py QUEUE_DEPTH_METRIC
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 _RATE = "[$__rate_interval]"
 
@@ -38,8 +43,10 @@ def model_matcher(models: tuple[str, ...]) -> str:
 
 
 def queue_depth_query(facts: RepositoryFacts, namespace: str) -> str:
-    """Requests waiting in the queues of the repository's models, summed over every pod."""
-    return f'sum({QUEUE_DEPTH_METRIC}{{namespace="{namespace}",{model_matcher(facts.model_names)}}})'
+    """Requests waiting in the queues of the repository's models (Triton's and trb's), over every pod."""
+    selector = f'namespace="{namespace}",{model_matcher(facts.model_names)}'
+    trb_queue = f"(sum({TRB_QUEUE_DEPTH_METRIC}{{{selector}}}) or vector(0))"
+    return f"sum({QUEUE_DEPTH_METRIC}{{{selector}}}) + {trb_queue}"
 
 
 def prometheus_config(target: str, repository: str) -> dict[str, Any]:
@@ -135,7 +142,8 @@ def dashboard_queries(facts: RepositoryFacts) -> dict[str, list[tuple[str, str]]
         ],
         "Instance utilisation": utilisation,
         "Pending requests (queue depth)": [
-            (f"sum by (model) ({QUEUE_DEPTH_METRIC}{{{selector}}})", "{{model}}")
+            (f"sum by (model) ({QUEUE_DEPTH_METRIC}{{{selector}}})", "{{model}} Triton"),
+            (f"sum by (model) ({TRB_QUEUE_DEPTH_METRIC}{{{selector}}})", "{{model}} trb"),
         ],
         "Failures": [
             (

@@ -102,7 +102,7 @@ Written by `trb deploy k8s`: {kind}, a PodDisruptionBudget and a KEDA ScaledObje
 Sizing:
 {_bullets(sizing)}
 
-Autoscaling (`scaledobject.yaml`, query on `nv_inference_pending_request_count`):
+Autoscaling (`scaledobject.yaml`, query on `nv_inference_pending_request_count` + `trb_queue_depth`):
 {_bullets(scaling_lines)}
 
 - {storage_hint}

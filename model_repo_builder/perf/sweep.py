@@ -631,6 +631,8 @@ def _queue_size(repository: Path | None, model: str) -> int:
     if repository is None:
         return 0
     config = model_config.parse((repository / model / "config.pbtxt").read_text(encoding="utf-8"))
+    if "max_queue_size" in config.parameters:  # trb's own admission bound (the encoder templates)
+        return int(config.parameters["max_queue_size"].string_value or 0)
     return int(config.dynamic_batching.default_queue_policy.max_queue_size)
 
 

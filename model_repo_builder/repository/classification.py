@@ -106,10 +106,13 @@ def model_configuration(
     return {
         "name": name,
         "backend": "python",
-        **model_config.scheduling(spec),
+        **model_config.scheduling(spec, admission=True),
         "input": [item.config() for item in task.inputs],
         "output": outputs,
-        "parameters": {key: {"string_value": value} for key, value in parameters.items()},
+        "parameters": {
+            **{key: {"string_value": value} for key, value in parameters.items()},
+            **model_config.string_parameters(model_config.admission_parameters(spec)),
+        },
         "model_warmup": warmup,
     }
 

@@ -40,12 +40,32 @@ def as_dict(config: model_config_pb2.ModelConfig) -> dict[str, Any]:
     return json_format.MessageToDict(config, preserving_proto_field_name=True)
 
 
-def scheduling(spec: BuildSpec, decoupled: bool = False) -> dict[str, Any]:
+def trb_admits(spec: BuildSpec) -> bool:
+    """Whether a model whose template can bound its own queue does so (the `max_queue_size` parameter).
+
+    Priority levels need Triton's per-level queues, so with `--priority-levels` Triton's queue
+    policy bounds the queue, with the stall described in `scheduling`.
+    """
+    return spec.priority_levels == 0
+
+
+def admission_parameters(spec: BuildSpec) -> dict[str, object]:
+    """The parameter that turns on trb's admission bound in the encoder templates (none with priorities).
+
+    The stub admits at most `max_queue_size` waiting requests (0: no bound), split over the
+    instances (templates/common/trb_runtime.py `TritonAdmission`).
+    """
+    return {"max_queue_size": spec.max_queue_size} if trb_admits(spec) else {}
+
+
+def scheduling(spec: BuildSpec, decoupled: bool = False, admission: bool = False) -> dict[str, Any]:
     """Batching, queueing, caching and instance settings shared by every served model trb builds.
 
     By default the queue is bounded: once `max_queue_size` requests wait, new ones are rejected at
     once with UNAVAILABLE (HTTP 503) instead of waiting behind an ever longer queue. `max_queue_size`
-    0 leaves the queue unbounded and writes no queue policy.
+    0 leaves the queue unbounded and writes no queue policy. With `admission` (a template that
+    keeps its own bounded queue, see `admission_parameters`) Triton's queue gets no policy, so the
+    batcher keeps prefetching and the stall below does not happen; priority levels still need it.
 
     Why no `preferred_batch_size`: in Triton 2.51 any queue policy turns off the dynamic batcher's
     prefetching (`PriorityQueue::SupportPrefetching`); the batcher then forms a batch only while an
@@ -64,7 +84,7 @@ def scheduling(spec: BuildSpec, decoupled: bool = False) -> dict[str, Any]:
     cache is left out of decoupled (streaming) models: Triton caches no decoupled responses.
     """
     batching: dict[str, Any] = {"max_queue_delay_microseconds": spec.max_queue_delay_us}
-    if spec.max_queue_size > 0:
+    if spec.max_queue_size > 0 and not (admission and trb_admits(spec)):
         batching["default_queue_policy"] = {
             "timeout_action": "REJECT",
             "default_timeout_microseconds": 0,

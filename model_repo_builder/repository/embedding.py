@@ -95,11 +95,13 @@ def model_configuration(
     return {
         "name": name,
         "backend": "python",
-        **model_config.scheduling(spec),
+        **model_config.scheduling(spec, admission=True),
         "input": [{"name": INPUT_NAME, "data_type": "TYPE_STRING", "dims": [1]}],
         # post steps may change the dimension (Matryoshka truncation): then it is the steps' to say
         "output": [{"name": OUTPUT_NAME, "data_type": "TYPE_FP32", "dims": [-1 if spec.post else dimension]}],
-        "parameters": model_config.string_parameters(parameters),
+        "parameters": model_config.string_parameters(
+            {**parameters, **model_config.admission_parameters(spec)}
+        ),
         "model_warmup": model_config.text_warmup(INPUT_NAME, spec.max_batch_size),
     }
 

@@ -91,10 +91,13 @@ def build_token_classifier(
     config = {
         "name": name,
         "backend": "python",
-        **model_config.scheduling(spec),
+        **model_config.scheduling(spec, admission=True),
         "input": [item.config() for item in task.inputs],
         "output": [item.config() for item in task.outputs],
-        "parameters": {key: {"string_value": value} for key, value in parameters.items()},
+        "parameters": {
+            **{key: {"string_value": value} for key, value in parameters.items()},
+            **model_config.string_parameters(model_config.admission_parameters(spec)),
+        },
         "model_warmup": model_config.text_warmup(task.text_inputs[0], spec.max_batch_size),
     }
     (model_dir / "config.pbtxt").write_text(model_config.render(config), encoding="utf-8")

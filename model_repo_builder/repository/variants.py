@@ -54,7 +54,8 @@ def make_variant(repository: Path, target: Path, scheduling: Scheduling) -> Path
     current = model_config.as_dict(
         model_config.parse((repository / manifest.name / "config.pbtxt").read_text())
     )
-    updated = {**current, **model_config.scheduling(spec)}
+    admits = "max_queue_size" in current.get("parameters", {})  # the template bounds its own queue
+    updated = {**current, **model_config.scheduling(spec, admission=admits)}
     warmups = current.get("model_warmup", [])
     if warmups:
         input_name = next(iter(warmups[0]["inputs"]))
@@ -63,6 +64,9 @@ def make_variant(repository: Path, target: Path, scheduling: Scheduling) -> Path
     parameters.update(
         model_config.string_parameters({"intra_op_threads": spec.resolved_threads_per_instance()})
     )
+    if admits:
+        parameters.pop("max_queue_size")
+        parameters.update(model_config.string_parameters(model_config.admission_parameters(spec)))
     updated["parameters"] = parameters
     config_path.write_text(model_config.render(updated), encoding="utf-8")
     rewritten = dataclasses.replace(

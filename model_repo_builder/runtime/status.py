@@ -1,8 +1,9 @@
 """`trb status`: what a running server serves: models, versions, instances, readiness, queue, cache, restarts.
 
 Read from Triton's own unrestricted APIs (model readiness, config and statistics) and its metrics
-(`nv_inference_pending_request_count`), plus the state file the supervisor of `trb launch` keeps for
-that port (restarts and sidecars), which only the same user can read.
+(`nv_inference_pending_request_count` plus trb's own `trb_queue_depth`), plus the state file the
+supervisor of `trb launch` keeps for that port (restarts and sidecars), which only the same user can
+read.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def _pending_by_model(metrics_url: str) -> dict[str, int] | None:
         return None
     pending: dict[str, int] = {}
     for line in text.splitlines():
-        if line.startswith("nv_inference_pending_request_count{"):
+        # Triton's queue, and trb's own queue of the encoder templates (one series per instance)
+        if line.startswith(("nv_inference_pending_request_count{", "trb_queue_depth{")):
             labels, value = line.rsplit(" ", 1)
             model = labels.split('model="', 1)[1].split('"', 1)[0]
             pending[model] = pending.get(model, 0) + int(float(value))

@@ -58,12 +58,11 @@ def test_embedding_config_fields_that_matter():
     assert config.backend == "python"
     assert config.max_batch_size == 16
     batching = config.dynamic_batching
-    # No preferred sizes: with a queue policy, only they keep an arriving request from waking the batcher.
     assert list(batching.preferred_batch_size) == []
     assert batching.max_queue_delay_microseconds == 500
-    policy = batching.default_queue_policy
-    assert policy.max_queue_size == 64
-    assert policy.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT
+    # trb's own admission bound, not Triton's queue policy (which turns off the batcher's prefetching).
+    assert not batching.HasField("default_queue_policy")
+    assert config.parameters["max_queue_size"].string_value == "64"
     assert [(g.count, g.kind) for g in config.instance_group] == [
         (2, model_config_pb2.ModelInstanceGroup.KIND_CPU)
     ]
@@ -168,3 +167,17 @@ def test_zero_max_queue_size_writes_no_queue_policy() -> None:
     assert bounded["default_queue_policy"]["max_queue_size"] == 8
     unbounded = scheduling(BuildSpec(source="minilm", max_queue_size=0))["dynamic_batching"]
     assert "default_queue_policy" not in unbounded and unbounded["max_queue_delay_microseconds"] == 1000
+
+
+def test_admission_moves_the_bound_into_the_model_except_with_priorities() -> None:
+    spec = BuildSpec(source="minilm", max_queue_size=8)
+    own = model_config.scheduling(spec, admission=True)["dynamic_batching"]
+    assert "default_queue_policy" not in own  # the batcher keeps prefetching
+    assert model_config.admission_parameters(spec) == {"max_queue_size": 8}
+    assert model_config.admission_parameters(BuildSpec(source="minilm", max_queue_size=0)) == {
+        "max_queue_size": 0
+    }
+    prioritised = BuildSpec(source="minilm", max_queue_size=8, priority_levels=2)
+    kept = model_config.scheduling(prioritised, admission=True)["dynamic_batching"]
+    assert kept["default_queue_policy"]["max_queue_size"] == 8 and kept["priority_levels"] == 2
+    assert model_config.admission_parameters(prioritised) == {}

@@ -277,7 +277,10 @@ def test_scaled_object_validates_against_keda_and_carries_the_flags(repository: 
     )
     queue, wake = spec["triggers"]
     assert (queue["metadata"]["threshold"], queue["metadata"]["activationThreshold"]) == ("8", "2")
-    assert promql_metric_names(queue["metadata"]["query"]) == {"nv_inference_pending_request_count"}
+    assert promql_metric_names(queue["metadata"]["query"]) == {
+        "nv_inference_pending_request_count",
+        "trb_queue_depth",
+    }
     assert 'namespace="serving"' in queue["metadata"]["query"]
     assert wake["metadata"]["activationThreshold"] == "0"
     as_number = copy.deepcopy(scaled)

@@ -5,7 +5,8 @@ INVALID_ARG error while the others are answered from one batched ONNX Runtime ca
 For reranking every batch row is one query/passage pair, so the batcher mixes pairs of many requests.
 Pre steps (sidecars) rewrite every TEXT and QUERY; post steps take and return the named outputs. Each
 runs once per batch and again per request when it fails, so only the requests it fails on get its
-error (500).
+error (500). Built with trb's admission bound (the `max_queue_size` parameter), execute() only
+admits requests and a worker thread answers them in batches (trb_runtime.TritonAdmission).
 """
 
 import json
@@ -21,8 +22,10 @@ from trb_runtime import (
     InvalidRequestError,
     Sidecars,
     StepError,
+    TritonAdmission,
     decode_texts,
     error_response,
+    input_array,
     model_parameters,
 )
 
@@ -49,17 +52,31 @@ class TritonPythonModel:
         self.pairs = settings.pairs
         steps_file = os.path.join(args["model_repository"], "sidecars", "steps.json")
         self.sidecars = Sidecars.for_model(args["model_name"], steps_file)
+        self.admission = None
+        if TritonAdmission.enabled(parameters):
+            names = [QUERY_INPUT, TEXT_INPUT] if self.pairs else [TEXT_INPUT]
+            self.admission = TritonAdmission(
+                config=config, parameters=parameters, args=args, input_names=names, respond=self.respond
+            )
+
+    def finalize(self):
+        """Answer requests still queued with an error and stop the worker."""
+        if self.admission is not None:
+            self.admission.close()
+
+    @staticmethod
+    def _texts(request, name, limit):
+        raw = input_array(request, name)
+        if raw is None:
+            raise InvalidRequestError(f"the request has no {name} input")
+        return decode_texts(raw, name, limit)
 
     def _parse(self, request):
         limit = self.classifier.settings.max_text_bytes
-        texts = decode_texts(
-            pb_utils.get_input_tensor_by_name(request, TEXT_INPUT).as_numpy(), TEXT_INPUT, limit
-        )
+        texts = self._texts(request, TEXT_INPUT, limit)
         if not self.pairs:
             return texts, None
-        queries = decode_texts(
-            pb_utils.get_input_tensor_by_name(request, QUERY_INPUT).as_numpy(), QUERY_INPUT, limit
-        )
+        queries = self._texts(request, QUERY_INPUT, limit)
         if len(queries) != len(texts):
             raise InvalidRequestError(
                 f"{QUERY_INPUT} has {len(queries)} rows and {TEXT_INPUT} {len(texts)}; "
@@ -91,7 +108,13 @@ class TritonPythonModel:
         return prepared
 
     def execute(self, requests):
-        """Answer each request with its own rows of one batched computation."""
+        """Admit the requests to trb's queue, or (Triton queues) answer them now."""
+        if self.admission is not None:
+            return self.admission.execute(requests)
+        return self.respond(requests)
+
+    def respond(self, requests):
+        """Answer each request (or its inputs copied out) with its rows of one batched computation."""
         responses = [None] * len(requests)
         parsed = {}
         for index, request in enumerate(requests):

@@ -185,27 +185,36 @@ def gather_texts(
 ) -> tuple[list[Any], list[str], list[tuple[int, int]]]:
     """Each request's texts of `input_name`, decoded, for one batched call over all of them.
 
-    Returns the responses so far (a 400 for each request whose texts cannot be served, None for the
+    `requests` are Triton requests or their inputs already copied out (`request_inputs`). Returns
+    the responses so far (a 400 for each request whose texts cannot be served, None for the
     others), every good request's texts in order, and (request index, text count) per good request.
     Only inside the stub.
     """
-    import triton_python_backend_utils as pb_utils
-
     responses: list[Any] = [None] * len(requests)
     texts: list[str] = []
     owners: list[tuple[int, int]] = []
     for index, request in enumerate(requests):
-        tensor = pb_utils.get_input_tensor_by_name(request, input_name)
+        raw = input_array(request, input_name)
         try:
-            if tensor is None:
+            if raw is None:
                 raise InvalidRequestError(f"the request has no {input_name} input")
-            decoded = decode_texts(tensor.as_numpy(), input_name, max_bytes)
+            decoded = decode_texts(raw, input_name, max_bytes)
         except InvalidRequestError as error:
             responses[index] = error_response(error)
             continue
         texts.extend(decoded)
         owners.append((index, len(decoded)))
     return responses, texts, owners
+
+
+def input_array(request: Any, name: str) -> np.ndarray | None:
+    """Input `name` of a Triton request, or of a request's inputs copied out (a dict); None when absent."""
+    if isinstance(request, dict):
+        return request.get(name)
+    import triton_python_backend_utils as pb_utils
+
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
 
 
 def error_response(error: Exception) -> Any:
@@ -411,3 +420,296 @@ def encoder_runtime(onnx_path: str, tokenizer_path: str, settings: Any) -> tuple
     tokenizer.enable_padding(pad_id=settings.pad_token_id, pad_token=settings.pad_token)
     session = onnx_session(onnx_path, settings.intra_op_threads, settings.allow_spinning, settings.providers)
     return tokenizer, session, session.get_outputs()[0].name
+
+
+# --- trb's own admission bound -------------------------------------------------------------------
+# In Triton 2.51 any queue policy (the only way to bound Triton's queue) turns off the dynamic
+# batcher's prefetching, and the batcher then stalls: it forms a batch only while an instance waits,
+# and an instance that frees up wakes nobody (up to its 500 ms timeout). So the encoder templates
+# keep their own bounded queue: Triton's queue has no policy, execute() only admits each request (or
+# answers it UNAVAILABLE at once when the bound is reached) and returns, and a worker thread answers
+# whatever is queued, in batches of up to max_batch_size rows, through each request's response sender.
+
+QUEUE_DEPTH_METRIC = "trb_queue_depth"
+ANSWERED_METRIC = "trb_answered_requests"  # per instance: shows how Triton spreads requests over them
+
+
+class AdmissionQueue:
+    """A bounded FIFO of admitted requests and the worker thread that answers them in batches.
+
+    `offer` admits an item of `rows` rows unless `bound` items already wait (0: no bound). The
+    worker takes the oldest items while their rows fit in `max_rows` (always at least one) and calls
+    `answer(items)`; if that raises, `fail(items, message)`. `close` stops the worker after the batch
+    it is on and fails what is still queued. No Triton import: unit tests drive it with plain items.
+    """
+
+    def __init__(
+        self,
+        *,
+        bound: int,
+        max_rows: int,
+        answer: Any,
+        fail: Any,
+        name: str = "trb-admission",
+    ):
+        import collections
+        import threading
+
+        if bound < 0 or max_rows < 1:
+            raise ValueError(f"bound must be ≥ 0 and max_rows ≥ 1, got {bound} and {max_rows}")
+        self.bound, self.max_rows = bound, max_rows
+        self._answer, self._fail = answer, fail
+        self._waiting: collections.deque[tuple[Any, int]] = collections.deque()
+        self._ready = threading.Condition()
+        self._closing = False
+        self.busy = False  # the worker is answering a batch
+        self._worker = threading.Thread(target=self._run, name=name, daemon=True)
+        self._worker.start()
+
+    @property
+    def depth(self) -> int:
+        """Items admitted and not yet taken by the worker."""
+        return len(self._waiting)
+
+    @property
+    def full(self) -> bool:
+        """Whether `offer` would refuse an item now (unless `beyond_bound`)."""
+        return self._closing or bool(self.bound and len(self._waiting) >= self.bound)
+
+    def offer(self, item: Any, rows: int, beyond_bound: bool = False) -> bool:
+        """Queue `item` (of `rows` rows) for the worker; False, queueing nothing, when full or closed.
+
+        `beyond_bound` admits it even when full (still not once closed).
+        """
+        with self._ready:
+            if self._closing or (self.bound and not beyond_bound and len(self._waiting) >= self.bound):
+                return False
+            self._waiting.append((item, rows))
+            self._ready.notify()
+            return True
+
+    def _take(self) -> list[Any] | None:
+        """The next batch, oldest first; None once closing."""
+        with self._ready:
+            self.busy = False
+            while not self._waiting and not self._closing:
+                self._ready.wait()
+            if self._closing:
+                return None
+            batch: list[Any] = []
+            rows = 0
+            while self._waiting and (not batch or rows + self._waiting[0][1] <= self.max_rows):
+                item, item_rows = self._waiting.popleft()
+                batch.append(item)
+                rows += item_rows
+            self.busy = True
+            return batch
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            try:
+                self._answer(batch)
+            except Exception as error:  # every taken item must still be answered, with the reason
+                self._fail(batch, f"the batch failed: {error!r}")
+        with self._ready:
+            self.busy = False
+
+    def close(self, message: str = "the model is being unloaded", timeout_s: float = 60.0) -> None:
+        """Stop taking batches, wait for the one being answered, and `fail` every item still queued."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify_all()
+        self._worker.join(timeout=timeout_s)
+        with self._ready:
+            left = [item for item, _ in self._waiting]
+            self._waiting.clear()
+        if left:
+            self._fail(left, message)
+
+
+def instance_share(bound: int, instances: int) -> int:
+    """Each instance's part of a model's queue bound (0 stays unbounded); the parts add up to ≥ bound.
+
+    Triton hands requests to the model's instances in turn, and each instance keeps its own queue.
+    """
+    return 0 if bound == 0 else -(-bound // max(instances, 1))
+
+
+class Admitted:
+    """One admitted request inside the stub: its inputs (copied out of Triton) and its response sender."""
+
+    __slots__ = ("inputs", "sender")
+
+    def __init__(self, inputs: dict[str, Any], sender: Any):
+        self.inputs, self.sender = inputs, sender
+
+
+def request_inputs(request: Any, names: Sequence[str]) -> dict[str, Any]:
+    """The request's inputs by name as NumPy arrays (None when absent), owned by Python.
+
+    A request's tensors live in shared memory Triton frees once execute() returns, so a request
+    answered later keeps these copies instead. Only inside the stub.
+    """
+    import triton_python_backend_utils as pb_utils
+
+    found: dict[str, Any] = {}
+    for name in names:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        found[name] = None if tensor is None else np.array(tensor.as_numpy(), copy=True)
+    return found
+
+
+class TritonAdmission:
+    """trb's admission bound inside a python-backend stub: admit or refuse in execute(), answer later.
+
+    `respond(list of input dicts) -> list of InferenceResponse` is the template's batched
+    computation, the same one the synchronous path returns from execute(). Only inside the stub.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: dict[str, Any],
+        parameters: dict[str, str],
+        args: dict[str, Any],
+        input_names: Sequence[str],
+        respond: Any,
+    ):
+        import queue
+        import threading
+
+        self.model = config.get("name", args.get("model_name", ""))
+        self.input_names = tuple(input_names)
+        self.respond = respond
+        self.total_bound = int(parameters["max_queue_size"])
+        instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+        self.queue = AdmissionQueue(
+            bound=instance_share(self.total_bound, instances),
+            max_rows=max(int(config.get("max_batch_size", 1)), 1),
+            answer=self._answer,
+            fail=self._fail,
+            name=f"trb-admission-{args.get('model_instance_name', self.model)}",
+        )
+        self.answered = 0  # requests the worker computed an answer for
+        # Triton drops a metric whose family object is gone: the families live as long as this object.
+        self._families, self._gauge, self._counter = _admission_metrics(
+            self.model, args.get("model_instance_name", "")
+        )
+        self._stop = threading.Event()
+        self._reporter = threading.Thread(target=self._report_depth, name="trb-queue-depth", daemon=True)
+        self._reporter.start()
+        self._outbox: queue.SimpleQueue[list[tuple[Admitted, Any]] | None] = queue.SimpleQueue()
+        self._sender = threading.Thread(target=self._send, name="trb-responses", daemon=True)
+        self._sender.start()
+
+    @staticmethod
+    def enabled(parameters: dict[str, str]) -> bool:
+        """Whether the model was built with trb's admission bound (else Triton's queue holds requests)."""
+        return "max_queue_size" in parameters
+
+    def execute(self, requests: list[Any]) -> list[Any] | None:
+        """Admit each request, or answer it UNAVAILABLE (HTTP 503) at once when the queue is full.
+
+        The requests of a call that finds the worker idle and nothing queued are all admitted,
+        whatever the bound: the worker takes them at once as one batch (Triton's batch never holds
+        more than max_batch_size rows), and a warmup sample of batch N arrives as N requests in one
+        call, which a bound below N would refuse.
+        """
+        import triton_python_backend_utils as pb_utils
+
+        refused: list[Any] = [None] * len(requests)
+        any_refused = False
+        into_idle = self.queue.depth == 0 and not self.queue.busy
+        for index, request in enumerate(requests):
+            if into_idle or not self.queue.full:  # only this thread adds: seen not full, it stays so
+                inputs = request_inputs(request, self.input_names)
+                first = next((value for value in inputs.values() if value is not None), None)
+                rows = 1 if first is None or first.ndim == 0 else int(first.shape[0])
+                if self.queue.offer(Admitted(inputs, request.get_response_sender()), rows, into_idle):
+                    continue
+            any_refused = True
+            refused[index] = pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(
+                    f"the model's queue is full ({self.queue.depth} waiting in this instance, "
+                    f"{self.total_bound} for the model); retry with backoff",
+                    pb_utils.TritonError.UNAVAILABLE,
+                )
+            )
+        return refused if any_refused else None
+
+    def _answer(self, batch: list[Admitted]) -> None:
+        """Compute the batch's responses; the sender thread sends them while the next batch runs."""
+        responses = self.respond([item.inputs for item in batch])
+        self.answered += len(batch)
+        self._outbox.put(list(zip(batch, responses, strict=True)))
+
+    def _send(self) -> None:
+        """Send computed responses until closed (each send waits for the server: off the worker)."""
+        import triton_python_backend_utils as pb_utils
+
+        while (answered := self._outbox.get()) is not None:
+            for item, response in answered:
+                try:
+                    item.sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                except Exception as error:  # a client gone away must not fail the rest of the batch
+                    pb_utils.Logger.log_error(f"could not send a response: {error!r}")
+
+    def _fail(self, batch: list[Admitted], message: str) -> None:
+        import triton_python_backend_utils as pb_utils
+
+        pb_utils.Logger.log_error(f"{self.model}: {message}")
+        error = pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL)
+        for item in batch:
+            try:
+                item.sender.send(
+                    pb_utils.InferenceResponse(error=error),
+                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+                )
+            except Exception as send_error:
+                pb_utils.Logger.log_error(f"could not send a response: {send_error!r}")
+
+    def _report_depth(self, interval_s: float = 0.25) -> None:
+        """Keep the metrics current (each update is a message to the server: not one per request)."""
+        last_depth, reported = -1, 0
+        while not self._stop.wait(interval_s):
+            depth, answered = self.queue.depth, self.answered
+            if self._gauge is not None and depth != last_depth:
+                self._gauge.set(depth)
+                last_depth = depth
+            if self._counter is not None and answered != reported:
+                self._counter.increment(answered - reported)
+                reported = answered
+
+    def close(self) -> None:
+        """Answer what is queued with an error and stop the worker (finalize())."""
+        self._stop.set()
+        self._reporter.join(timeout=5)
+        self.queue.close()
+        self._outbox.put(None)  # after the last computed batch
+        self._sender.join(timeout=60)
+
+
+def _admission_metrics(model: str, instance: str) -> tuple[Any, Any, Any]:
+    """One instance's `trb_queue_depth` gauge and `trb_answered_requests` counter on the metrics port.
+
+    Returns (their families, the gauge, the counter); (None, None, None) where custom metrics are
+    off (`--allow-metrics=false`).
+    """
+    import triton_python_backend_utils as pb_utils
+
+    labels = {"model": model, "instance": instance}
+    try:
+        depth = pb_utils.MetricFamily(
+            name=QUEUE_DEPTH_METRIC,
+            description="Requests waiting in trb's own queue of a model instance (not yet batched)",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        answered = pb_utils.MetricFamily(
+            name=ANSWERED_METRIC,
+            description="Requests a model instance's trb worker computed an answer for",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        return (depth, answered), depth.Metric(labels=labels), answered.Metric(labels=labels)
+    except Exception as error:
+        pb_utils.Logger.log_warn(f"no {QUEUE_DEPTH_METRIC} / {ANSWERED_METRIC} metrics: {error!r}")
+        return None, None, None

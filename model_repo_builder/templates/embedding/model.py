@@ -1,7 +1,9 @@
 """Triton python-backend model: TYPE_STRING texts in, FP32 sentence embeddings out.
 
 Each request is validated on its own, so one bad request in a dynamic batch gets its own
-INVALID_ARG error while the others in the same batch are answered normally.
+INVALID_ARG error while the others in the same batch are answered normally. Built with trb's
+admission bound (the `max_queue_size` parameter), execute() only admits requests and a worker
+thread answers them in batches (trb_runtime.TritonAdmission); otherwise execute() answers them.
 """
 
 import json
@@ -13,7 +15,7 @@ import trb_runtime  # noqa: F401  (first: makes the virtual environment importab
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from text_embedding import EmbedderSettings, InvalidTextError, TextEmbedder, decode_texts
-from trb_runtime import Sidecars, StepError, error_response, model_parameters
+from trb_runtime import Sidecars, StepError, TritonAdmission, error_response, input_array, model_parameters
 
 INPUT_NAME = "TEXT"
 OUTPUT_NAME = "EMBEDDING"
@@ -39,18 +41,41 @@ class TritonPythonModel:
         )
         steps_file = os.path.join(args["model_repository"], "sidecars", "steps.json")
         self.sidecars = Sidecars.for_model(args["model_name"], steps_file)
+        self.admission = None
+        if TritonAdmission.enabled(parameters):
+            self.admission = TritonAdmission(
+                config=config,
+                parameters=parameters,
+                args=args,
+                input_names=[INPUT_NAME],
+                respond=self.respond,
+            )
+
+    def finalize(self):
+        """Answer requests still queued with an error and stop the worker."""
+        if self.admission is not None:
+            self.admission.close()
 
     def execute(self, requests):
+        """Admit the requests to trb's queue, or (Triton queues) answer them now."""
+        if self.admission is not None:
+            return self.admission.execute(requests)
+        return self.respond(requests)
+
+    def respond(self, requests):
         """Answer each request with its own rows of one batched embedding computation.
 
-        Pre and post steps (sidecars) run once per batch; when a step fails, it runs again per
-        request so that only the requests it fails on get its error.
+        `requests` are Triton requests or their inputs copied out by the admission queue. Pre and
+        post steps (sidecars) run once per batch; when a step fails, it runs again per request so
+        that only the requests it fails on get its error.
         """
         responses = [None] * len(requests)
         decoded = {}
         for index, request in enumerate(requests):
-            raw = pb_utils.get_input_tensor_by_name(request, INPUT_NAME).as_numpy()
+            raw = input_array(request, INPUT_NAME)
             try:
+                if raw is None:
+                    raise InvalidTextError(f"the request has no {INPUT_NAME} input")
                 decoded[index] = decode_texts(raw, INPUT_NAME, self.embedder.settings.max_text_bytes)
             except InvalidTextError as error:
                 responses[index] = error_response(error)

@@ -3,7 +3,9 @@
 Each text gets four outputs of one row each, as long as its number of entities (rows of a request
 padded to its longest with label "" and offsets -1): ENTITY_LABELS, ENTITY_STARTS and ENTITY_ENDS
 (character offsets into the text, end exclusive) and ENTITY_SCORES. A bad request in a dynamic batch
-gets its own INVALID_ARG error; the others are answered from one ONNX Runtime call.
+gets its own INVALID_ARG error; the others are answered from one ONNX Runtime call. Built with
+trb's admission bound (the `max_queue_size` parameter), execute() only admits requests and a worker
+thread answers them in batches (trb_runtime.TritonAdmission).
 """
 
 import json
@@ -15,7 +17,7 @@ import trb_runtime  # noqa: F401  (first: makes the virtual environment importab
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from token_classifier import TokenClassifier, TokenClassifierSettings
-from trb_runtime import gather_texts, model_parameters
+from trb_runtime import TritonAdmission, gather_texts, model_parameters
 
 TEXT_INPUT = "TEXT"
 
@@ -55,9 +57,29 @@ class TritonPythonModel:
         self.classifier = TokenClassifier(
             os.path.join(version_dir, "model.onnx"), os.path.join(version_dir, "tokenizer.json"), settings
         )
+        self.admission = None
+        if TritonAdmission.enabled(parameters):
+            self.admission = TritonAdmission(
+                config=config,
+                parameters=parameters,
+                args=args,
+                input_names=[TEXT_INPUT],
+                respond=self.respond,
+            )
+
+    def finalize(self):
+        """Answer requests still queued with an error and stop the worker."""
+        if self.admission is not None:
+            self.admission.close()
 
     def execute(self, requests):
-        """Answer each request with its own rows of one batched computation."""
+        """Admit the requests to trb's queue, or (Triton queues) answer them now."""
+        if self.admission is not None:
+            return self.admission.execute(requests)
+        return self.respond(requests)
+
+    def respond(self, requests):
+        """Answer each request (or its inputs copied out) with its rows of one batched computation."""
         responses, texts, owners = gather_texts(requests, TEXT_INPUT, self.classifier.settings.max_text_bytes)
         if texts:
             found = self.classifier.entities(texts)
