@@ -7,8 +7,9 @@ once, one perf_analyzer per model started together. Shared figures count only th
 completed while both models' windows were open; the overlap column says how much of each model's
 windows that was. Ratios are shared ÷ solo.
 
-The same pair is measured twice: as `trb build` makes it (bounded queue of 256, the default) and
-with `--max-queue-size 0` (no queue policy), because a bounded queue turns off the dynamic batcher's
+The same pair is measured three times: as `trb build` makes it (trb's own queue bound of 256, the
+default), with `--max-queue-size 0` (no bound), and with the bound of 256 kept by Triton's queue
+policy instead (how trb built it before): any Triton queue policy turns off the dynamic batcher's
 prefetching in Triton 2.51 and the 0.5 s stalls seen elsewhere come with it (README, bounded queue).
 
 Results: bench/results/multi_model.json and bench/results/multi_model.md; scratch under
@@ -25,7 +26,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from common import CORES, built_repository, load_average, machine_info
+from common import CORES, built_repository, load_average, machine_info, rerendered_copy
 
 from model_repo_builder.perf.multi_model import run_multi_model_sweep
 from model_repo_builder.perf.report import sharing_rows
@@ -34,11 +35,22 @@ from model_repo_builder.spec import BuildSpec, MultiModelSweepSpec
 LOGGER = logging.getLogger("bench_multi_model")
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "work" / "multi_model"
-VARIANTS = {"default": 256, "unbounded": 0}  # variant → --max-queue-size
+VARIANTS = {"default": 256, "unbounded": 0, "triton-bound": 256}  # variant → --max-queue-size
+
+
+def triton_bound(config: dict[str, Any]) -> None:
+    """The bound kept by Triton's queue policy (the stub then answers in execute(), no own queue)."""
+    bound = int(config["parameters"].pop("max_queue_size")["string_value"])
+    config["dynamic_batching"]["default_queue_policy"] = {
+        "timeout_action": "REJECT",
+        "default_timeout_microseconds": 0,
+        "allow_timeout_override": False,
+        "max_queue_size": bound,
+    }
 
 
 def measure(variant: str, queue: int, reuse: bool, concurrency: tuple[int, ...], interval_ms: int) -> dict:
-    repositories = tuple(
+    built = tuple(
         built_repository(
             BuildSpec(
                 source="minilm",
@@ -52,8 +64,17 @@ def measure(variant: str, queue: int, reuse: bool, concurrency: tuple[int, ...],
         )
         for precision in ("int8", "fp32")
     )
+    repositories = built
+    if variant == "triton-bound":
+        repositories = tuple(
+            rerendered_copy(
+                repository, repository.name, WORK / variant / "policy" / repository.name, triton_bound
+            )
+            for repository in built
+        )
     spec = MultiModelSweepSpec(
         repositories=repositories,
+        models=tuple(repository.name for repository in built),
         concurrency=concurrency,
         measurement_interval_ms=interval_ms,
         output=WORK / variant / "run",
@@ -119,7 +140,8 @@ def _markdown(results: dict[str, Any]) -> str:
     for variant, measured in results["variants"].items():
         lines += [
             "",
-            f"## {variant} (`--max-queue-size {measured['max_queue_size']}`)",
+            f"## {variant} (`--max-queue-size {measured['max_queue_size']}`"
+            + (", kept by Triton's queue policy)" if variant == "triton-bound" else ")"),
             "",
             f"    {measured['command']}",
             "",
