@@ -19,10 +19,10 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from sequence_classifier import ClassifierSettings, SequenceClassifier
 from trb_runtime import (
+    AdmittingModel,
     InvalidRequestError,
     Sidecars,
     StepError,
-    TritonAdmission,
     decode_texts,
     error_response,
     input_array,
@@ -33,7 +33,7 @@ QUERY_INPUT = "QUERY"
 TEXT_INPUT = "TEXT"
 
 
-class TritonPythonModel:
+class TritonPythonModel(AdmittingModel):
     """Scores every row of every request in one ONNX Runtime call per execute()."""
 
     def initialize(self, args):
@@ -52,17 +52,7 @@ class TritonPythonModel:
         self.pairs = settings.pairs
         steps_file = os.path.join(args["model_repository"], "sidecars", "steps.json")
         self.sidecars = Sidecars.for_model(args["model_name"], steps_file)
-        self.admission = None
-        if TritonAdmission.enabled(parameters):
-            names = [QUERY_INPUT, TEXT_INPUT] if self.pairs else [TEXT_INPUT]
-            self.admission = TritonAdmission(
-                config=config, parameters=parameters, args=args, input_names=names, respond=self.respond
-            )
-
-    def finalize(self):
-        """Answer requests still queued with an error and stop the worker."""
-        if self.admission is not None:
-            self.admission.close()
+        self.admit(config, parameters, args, [QUERY_INPUT, TEXT_INPUT] if self.pairs else [TEXT_INPUT])
 
     @staticmethod
     def _texts(request, name, limit):
@@ -106,12 +96,6 @@ class TritonPythonModel:
             count = len(parsed[index][0])
             prepared[index] = (outcome[:count], outcome[count:] if self.pairs else None)
         return prepared
-
-    def execute(self, requests):
-        """Admit the requests to trb's queue, or (Triton queues) answer them now."""
-        if self.admission is not None:
-            return self.admission.execute(requests)
-        return self.respond(requests)
 
     def respond(self, requests):
         """Answer each request (or its inputs copied out) with its rows of one batched computation."""

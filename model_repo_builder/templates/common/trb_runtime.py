@@ -689,6 +689,44 @@ class TritonAdmission:
         self._sender.join(timeout=60)
 
 
+class AdmittingModel:
+    """execute() and finalize() of a template that may bound its own queue (a base of TritonPythonModel).
+
+    The template's `initialize` calls `admit(...)`; its `respond(requests)` is the batched computation,
+    run by execute() itself (Triton queues) or by the admission worker (trb queues).
+    """
+
+    admission: TritonAdmission | None = None
+
+    def respond(self, requests: list[Any]) -> list[Any]:
+        """The responses to `requests` (Triton requests or their inputs copied out), in order."""
+        raise NotImplementedError
+
+    def admit(
+        self,
+        config: dict[str, Any],
+        parameters: dict[str, str],
+        args: dict[str, Any],
+        input_names: Sequence[str],
+    ) -> None:
+        """Answer through trb's admission queue when the model was built with it."""
+        if TritonAdmission.enabled(parameters):
+            self.admission = TritonAdmission(
+                config=config, parameters=parameters, args=args, input_names=input_names, respond=self.respond
+            )
+
+    def execute(self, requests: list[Any]) -> list[Any] | None:
+        """Admit the requests to trb's queue, or (Triton queues) answer them now."""
+        if self.admission is not None:
+            return self.admission.execute(requests)
+        return self.respond(requests)
+
+    def finalize(self) -> None:
+        """Answer requests still queued with an error and stop the worker."""
+        if self.admission is not None:
+            self.admission.close()
+
+
 def _admission_metrics(model: str, instance: str) -> tuple[Any, Any, Any]:
     """One instance's `trb_queue_depth` gauge and `trb_answered_requests` counter on the metrics port.
 

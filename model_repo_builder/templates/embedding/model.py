@@ -15,13 +15,13 @@ import trb_runtime  # noqa: F401  (first: makes the virtual environment importab
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from text_embedding import EmbedderSettings, InvalidTextError, TextEmbedder, decode_texts
-from trb_runtime import Sidecars, StepError, TritonAdmission, error_response, input_array, model_parameters
+from trb_runtime import AdmittingModel, Sidecars, StepError, error_response, input_array, model_parameters
 
 INPUT_NAME = "TEXT"
 OUTPUT_NAME = "EMBEDDING"
 
 
-class TritonPythonModel:
+class TritonPythonModel(AdmittingModel):
     """Embeds every text of every request in one ONNX Runtime call per execute()."""
 
     def initialize(self, args):
@@ -41,26 +41,7 @@ class TritonPythonModel:
         )
         steps_file = os.path.join(args["model_repository"], "sidecars", "steps.json")
         self.sidecars = Sidecars.for_model(args["model_name"], steps_file)
-        self.admission = None
-        if TritonAdmission.enabled(parameters):
-            self.admission = TritonAdmission(
-                config=config,
-                parameters=parameters,
-                args=args,
-                input_names=[INPUT_NAME],
-                respond=self.respond,
-            )
-
-    def finalize(self):
-        """Answer requests still queued with an error and stop the worker."""
-        if self.admission is not None:
-            self.admission.close()
-
-    def execute(self, requests):
-        """Admit the requests to trb's queue, or (Triton queues) answer them now."""
-        if self.admission is not None:
-            return self.admission.execute(requests)
-        return self.respond(requests)
+        self.admit(config, parameters, args, [INPUT_NAME])
 
     def respond(self, requests):
         """Answer each request with its own rows of one batched embedding computation.

@@ -17,7 +17,7 @@ import trb_runtime  # noqa: F401  (first: makes the virtual environment importab
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from token_classifier import TokenClassifier, TokenClassifierSettings
-from trb_runtime import TritonAdmission, gather_texts, model_parameters
+from trb_runtime import AdmittingModel, gather_texts, model_parameters
 
 TEXT_INPUT = "TEXT"
 
@@ -45,7 +45,7 @@ def _response(found):
     )
 
 
-class TritonPythonModel:
+class TritonPythonModel(AdmittingModel):
     """Finds the entities of every text of every request in one ONNX Runtime call per execute()."""
 
     def initialize(self, args):
@@ -57,26 +57,7 @@ class TritonPythonModel:
         self.classifier = TokenClassifier(
             os.path.join(version_dir, "model.onnx"), os.path.join(version_dir, "tokenizer.json"), settings
         )
-        self.admission = None
-        if TritonAdmission.enabled(parameters):
-            self.admission = TritonAdmission(
-                config=config,
-                parameters=parameters,
-                args=args,
-                input_names=[TEXT_INPUT],
-                respond=self.respond,
-            )
-
-    def finalize(self):
-        """Answer requests still queued with an error and stop the worker."""
-        if self.admission is not None:
-            self.admission.close()
-
-    def execute(self, requests):
-        """Admit the requests to trb's queue, or (Triton queues) answer them now."""
-        if self.admission is not None:
-            return self.admission.execute(requests)
-        return self.respond(requests)
+        self.admit(config, parameters, args, [TEXT_INPUT])
 
     def respond(self, requests):
         """Answer each request (or its inputs copied out) with its rows of one batched computation."""
