@@ -40,11 +40,13 @@ def infer(
     protocol: str = "http",
     int_inputs: Mapping[str, int] | None = None,
     priority: int = 0,
+    timeout_s: float = 60.0,
 ) -> dict[str, np.ndarray]:
     """Send one request with the text inputs `texts` (name → one string per row); return `outputs`.
 
     `int_inputs` are INT32 inputs sent with the same value for every row (e.g. MAX_NEW_TOKENS);
-    `priority` is the request's priority level (0: the model's default). Errors carry the server's message.
+    `priority` is the request's priority level (0: the model's default); an answer that takes longer
+    than `timeout_s` is an error. Errors carry the server's message.
     """
     rows = {len(values) for values in texts.values()}
     if len(rows) != 1:
@@ -59,7 +61,10 @@ def infer(
 
     client = None
     try:
-        client = client_module.InferenceServerClient(url)
+        if protocol == "grpc":
+            client = client_module.InferenceServerClient(url)
+        else:
+            client = client_module.InferenceServerClient(url, network_timeout=timeout_s)
         requests = []
         for name, values in texts.items():
             batch = np.array([[text.encode("utf-8")] for text in values], dtype=np.object_)
@@ -71,9 +76,12 @@ def infer(
             extra.set_data_from_numpy(np.full((count, 1), value, dtype=np.int32))
             requests.append(extra)
         wanted = [client_module.InferRequestedOutput(name) for name in outputs]
-        result = client.infer(model, requests, outputs=wanted, priority=priority)
+        extra_options = {"client_timeout": timeout_s} if protocol == "grpc" else {}
+        result = client.infer(model, requests, outputs=wanted, priority=priority, **extra_options)
     except InferenceServerException as error:
         raise InferenceError(f"{model} at {url}: {error.message()}") from None
+    except TimeoutError:
+        raise InferenceError(f"{model} at {url}: no answer within {timeout_s:g} s") from None
     except (ConnectionError, OSError, HTTPConnectionClosed) as error:
         # HTTPConnectionClosed: the server closed a kept-alive connection (it is stopping) before answering.
         reason = str(error) or type(error).__name__
@@ -130,8 +138,15 @@ def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 def embed_texts(
-    model: str, texts: Sequence[str], url: str = "127.0.0.1:8000", protocol: str = "http"
+    model: str,
+    texts: Sequence[str],
+    url: str = "127.0.0.1:8000",
+    protocol: str = "http",
+    timeout_s: float = 60.0,
 ) -> np.ndarray:
     """Embeddings [len(texts), dim] from a served embedding model."""
     task = get_task("feature-extraction")
-    return infer(model, {task.text_inputs[0]: texts}, [task.main_output], url, protocol)[task.main_output]
+    answered = infer(
+        model, {task.text_inputs[0]: texts}, [task.main_output], url, protocol, timeout_s=timeout_s
+    )
+    return answered[task.main_output]

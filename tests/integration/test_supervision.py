@@ -1,4 +1,10 @@
-"""A python-backend stub killed under load: requests fail fast, the model is reloaded, traffic recovers."""
+"""A python-backend stub killed under load: the model is reloaded and traffic recovers.
+
+Requests the killed stub had admitted to its own queue (trb's admission bound) or was computing get
+no answer from Triton 2.51 (the python backend answers only the requests of a running execute() with
+an error), so the clients here carry a timeout, as production clients must; every failure is fast or
+ends at that timeout, and new requests are answered once the model is reloaded.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ pytestmark = pytest.mark.integration
 # What a recovery may take on 2 busy cores: noticing (≤ 1 interval) plus reloading MiniLM (~0.3 s
 # measured here). Generous so a loaded CI machine cannot flip it.
 RECOVERY_BOUND_S = 20.0
+CLIENT_TIMEOUT_S = 3.0
 
 
 def test_a_killed_stub_is_reloaded_while_clients_keep_sending(fp32_repo) -> None:
@@ -33,7 +40,12 @@ def test_a_killed_stub_is_reloaded_while_clients_keep_sending(fp32_repo) -> None
             while not stop.is_set():
                 started = time.monotonic()
                 try:
-                    embed_texts(fp32_repo.name, ["a sentence under load"], url=server.http_url)
+                    embed_texts(
+                        fp32_repo.name,
+                        ["a sentence under load"],
+                        url=server.http_url,
+                        timeout_s=CLIENT_TIMEOUT_S,
+                    )
                     outcomes.append((started, time.monotonic() - started, True))
                 except InferenceError:
                     outcomes.append((started, time.monotonic() - started, False))
@@ -46,7 +58,7 @@ def test_a_killed_stub_is_reloaded_while_clients_keep_sending(fp32_repo) -> None
                 time.sleep(0.01)
             killed_at = time.monotonic()
             os.kill(stub_processes(server.pid)[name], signal.SIGKILL)
-            deadline = killed_at + RECOVERY_BOUND_S
+            deadline = killed_at + RECOVERY_BOUND_S + CLIENT_TIMEOUT_S
             while time.monotonic() < deadline and not any(
                 ok and sent > killed_at + 0.1 for sent, _, ok in outcomes[-3:]
             ):
@@ -66,7 +78,7 @@ def test_a_killed_stub_is_reloaded_while_clients_keep_sending(fp32_repo) -> None
             f"slowest failure {max(failed, default=0):.2f} s"
         )
         assert recovered - killed_at < RECOVERY_BOUND_S
-        assert max(failed, default=0) < 5.0  # failures are fast, not hangs
+        assert max(failed, default=0) < CLIENT_TIMEOUT_S + 2.0  # fast, or ended by the client's timeout
         assert live_stubs(server.pid) == {name}
 
 
