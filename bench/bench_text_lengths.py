@@ -25,7 +25,7 @@ perf_analyzer; the in-process ceiling has no client to feed. Every system is mea
 alternating rounds and each ratio is the median over the rounds. Results go to
 bench/results/text_lengths.{json,md}; scratch to bench/work/text_lengths/.
 
-    python bench/bench_text_lengths.py            # about 15 minutes on 2 cores
+    python bench/bench_text_lengths.py            # about 18 minutes on 2 cores (--reuse keeps the builds)
 """
 
 from __future__ import annotations
@@ -266,12 +266,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds per in-process level")
-    parser.add_argument("--window-ms", type=int, default=3000, help="perf_analyzer window")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per in-process level")
+    parser.add_argument("--window-ms", type=int, default=2000, help="perf_analyzer window")
     parser.add_argument("--stability", type=int, default=15, help="perf_analyzer stability percentage")
     parser.add_argument("--max-trials", type=int, default=6)
     parser.add_argument("--fallback-requests", type=int, default=600)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds at each system's best load")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds at each system's best load")
     parser.add_argument("--reuse", action="store_true", help="reuse the builds of an earlier run")
     return parser.parse_args()
 
