@@ -138,11 +138,6 @@ class Trace:
             return self.recorded[-1]
         return sum(segment.duration_s for segment in self.segments)
 
-    @property
-    def closed_loop(self) -> bool:
-        """Whether any part of the trace is users waiting for answers."""
-        return any(isinstance(segment, UsersSegment) for segment in self.segments)
-
     def open_arrivals(self, rng: np.random.Generator) -> np.ndarray:
         """Send times of every open-loop request, seconds from the trace's start, ascending."""
         if self.recorded:

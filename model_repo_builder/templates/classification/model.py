@@ -23,10 +23,9 @@ from trb_runtime import (
     InvalidRequestError,
     Sidecars,
     StepError,
-    decode_texts,
     error_response,
-    input_array,
     model_parameters,
+    request_texts,
 )
 
 QUERY_INPUT = "QUERY"
@@ -54,19 +53,12 @@ class TritonPythonModel(AdmittingModel):
         self.sidecars = Sidecars.for_model(args["model_name"], steps_file)
         self.admit(config, parameters, args, [QUERY_INPUT, TEXT_INPUT] if self.pairs else [TEXT_INPUT])
 
-    @staticmethod
-    def _texts(request, name, limit):
-        raw = input_array(request, name)
-        if raw is None:
-            raise InvalidRequestError(f"the request has no {name} input")
-        return decode_texts(raw, name, limit)
-
     def _parse(self, request):
         limit = self.classifier.settings.max_text_bytes
-        texts = self._texts(request, TEXT_INPUT, limit)
+        texts = request_texts(request, TEXT_INPUT, limit)
         if not self.pairs:
             return texts, None
-        queries = self._texts(request, QUERY_INPUT, limit)
+        queries = request_texts(request, QUERY_INPUT, limit)
         if len(queries) != len(texts):
             raise InvalidRequestError(
                 f"{QUERY_INPUT} has {len(queries)} rows and {TEXT_INPUT} {len(texts)}; "

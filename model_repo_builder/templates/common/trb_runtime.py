@@ -194,17 +194,26 @@ def gather_texts(
     texts: list[str] = []
     owners: list[tuple[int, int]] = []
     for index, request in enumerate(requests):
-        raw = input_array(request, input_name)
         try:
-            if raw is None:
-                raise InvalidRequestError(f"the request has no {input_name} input")
-            decoded = decode_texts(raw, input_name, max_bytes)
+            decoded = request_texts(request, input_name, max_bytes)
         except InvalidRequestError as error:
             responses[index] = error_response(error)
             continue
         texts.extend(decoded)
         owners.append((index, len(decoded)))
     return responses, texts, owners
+
+
+def request_texts(request: Any, input_name: str, max_bytes: int | None) -> list[str]:
+    """The decoded texts of one request's `input_name` (a Triton request or its inputs copied out).
+
+    Raises:
+        InvalidRequestError: If the input is missing or a text cannot be served (`decode_texts`).
+    """
+    raw = input_array(request, input_name)
+    if raw is None:
+        raise InvalidRequestError(f"the request has no {input_name} input")
+    return decode_texts(raw, input_name, max_bytes)
 
 
 def input_array(request: Any, name: str) -> np.ndarray | None:

@@ -14,8 +14,8 @@ import trb_runtime  # noqa: F401  (first: makes the virtual environment importab
 # isort: split
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from text_embedding import EmbedderSettings, InvalidTextError, TextEmbedder, decode_texts
-from trb_runtime import AdmittingModel, Sidecars, StepError, error_response, input_array, model_parameters
+from text_embedding import EmbedderSettings, InvalidTextError, TextEmbedder
+from trb_runtime import AdmittingModel, Sidecars, StepError, error_response, model_parameters, request_texts
 
 INPUT_NAME = "TEXT"
 OUTPUT_NAME = "EMBEDDING"
@@ -53,11 +53,8 @@ class TritonPythonModel(AdmittingModel):
         responses = [None] * len(requests)
         decoded = {}
         for index, request in enumerate(requests):
-            raw = input_array(request, INPUT_NAME)
             try:
-                if raw is None:
-                    raise InvalidTextError(f"the request has no {INPUT_NAME} input")
-                decoded[index] = decode_texts(raw, INPUT_NAME, self.embedder.settings.max_text_bytes)
+                decoded[index] = request_texts(request, INPUT_NAME, self.embedder.settings.max_text_bytes)
             except InvalidTextError as error:
                 responses[index] = error_response(error)
         prepared = dict(zip(decoded, self.sidecars.run_each("pre", list(decoded.values())), strict=True))
