@@ -16,6 +16,7 @@ from model_repo_builder.repository.readme import render_readme
 from model_repo_builder.repository.writer import atomic_directory, file_hashes
 from model_repo_builder.runtime.cpu import cpu_info
 from model_repo_builder.runtime.sidecar import copy_steps
+from model_repo_builder.runtime.threads import available_cores
 from model_repo_builder.spec import BuildSpec, validate_model_name
 from model_repo_builder.tasks import Task, get_task
 
@@ -43,6 +44,8 @@ def build(spec: BuildSpec, model_dir: Path | None = None) -> BuildResult:
     if spec.target == "gpu" and task.gpu_not_yet is not None:
         raise UnsupportedModelError(f"not yet: `--target gpu` for {task.name} models: {task.gpu_not_yet}")
     check_weights(source.path, spec.allow_pickle)
+    if spec.instances is None:
+        spec = dataclasses.replace(spec, instances=task.default_instances(spec.kind, available_cores()))
     if task.needs_tokenizer:
         load_tokenizer(source.path)  # fails here, before anything is written, without tokenizer files
     name = spec.name or source.default_name

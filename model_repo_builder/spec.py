@@ -81,7 +81,7 @@ class BuildSpec:
     name: str | None = None
     output: Path = Path("repos")
     precision: str = "fp32"
-    instances: int = 1
+    instances: int | None = None  # None: the task's default for the target (`Task.default_instances`)
     kind: str = ""  # "": cpu, or gpu with `target` gpu (resolved at construction)
     target: str = "cpu"
     gpus: tuple[int, ...] = ()  # GPU ids for KIND_GPU instances, `instances` on each; (): every GPU
@@ -120,7 +120,8 @@ class BuildSpec:
         from model_repo_builder.export.quantize import INT8_SCHEME_CHOICES
 
         _require_choice("--int8-scheme", self.int8_scheme, INT8_SCHEME_CHOICES)
-        _require_int_at_least("--instances", self.instances, 1)
+        if self.instances is not None:
+            _require_int_at_least("--instances", self.instances, 1)
         _require_int_at_least("--max-batch-size", self.max_batch_size, 1)
         _require_int_at_least("--max-queue-delay-us", self.max_queue_delay_us, 0)
         _require_int_at_least("--max-queue-size", self.max_queue_size, 0)
@@ -235,13 +236,20 @@ class BuildSpec:
 
         return INT8_SCHEMES[AUTO_INT8_SCHEMES[0] if self.int8_scheme == "auto" else self.int8_scheme]
 
+    @property
+    def instance_count(self) -> int:
+        """The instances to build; `build` resolves an unset `--instances` before anything reads it."""
+        if self.instances is None:
+            raise ValueError("`instances` is unresolved: `build` sets the task's default first")
+        return self.instances
+
     def resolved_threads_per_instance(self) -> int:
         """Threads per ONNX Runtime session so that all instances together use the cores once."""
         if self.threads_per_instance is not None:
             return self.threads_per_instance
         from model_repo_builder.runtime.threads import available_cores
 
-        return max(1, available_cores() // self.instances)
+        return max(1, available_cores() // self.instance_count)
 
     def options(self) -> dict[str, Any]:
         """Every option as plain data, for the manifest; `output` is left out (it is where, not what)."""

@@ -39,7 +39,13 @@ from model_repo_builder.spec import (
 @click.option(
     "--precision", type=click.Choice(PRECISIONS), default=None, help="fp32 (default), fp16 or int8."
 )
-@click.option("--instances", type=int, default=None, help="Model instances sharing the device (default 1).")
+@click.option(
+    "--instances",
+    type=int,
+    default=None,
+    help="Model instances sharing the device (default: encoders on CPU one per core, at most 4; "
+    "generation models 1; 1 on each GPU).",
+)
 @click.option(
     "--kind",
     type=click.Choice(DEVICE_KINDS),
@@ -189,8 +195,8 @@ def command(
     verification = result.manifest.verification
     click.echo(f"built {result.repository}")
     click.echo(
-        f"  model {result.name}: {result.manifest.task}, {spec.precision}, {spec.instances} instance(s), "
-        f"max batch {spec.max_batch_size}"
+        f"  model {result.name}: {result.manifest.task}, {spec.precision}, "
+        f"{result.manifest.options['instances']} instance(s), max batch {spec.max_batch_size}"
     )
     click.echo(f"  verified against the source model: {verification['summary']}")
     if spec.target == "gpu":

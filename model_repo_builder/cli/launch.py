@@ -157,7 +157,8 @@ def command(
                 if server.threads.oversubscribed and len(repositories) > 1:
                     click.echo(
                         f"warning: the instances run {server.threads.total_threads} threads on "
-                        f"{server.threads.cores} cores; build with fewer `--instances` to avoid contention",
+                        f"{server.threads.cores} cores: models busy at the same time contend for them; "
+                        "build those with fewer `--instances` to avoid it",
                         err=True,
                     )
             click.echo(f"  HTTP     http://{server.http_url}/v2/models/{server.models[0]}/infer")

@@ -103,7 +103,7 @@ def scheduling(spec: BuildSpec, decoupled: bool = False, admission: bool = False
             }
             for level, (size, timeout_us) in sorted(spec.priority_queue_policies().items())
         }
-    group: dict[str, Any] = {"count": spec.instances, "kind": INSTANCE_KINDS[spec.kind]}
+    group: dict[str, Any] = {"count": spec.instance_count, "kind": INSTANCE_KINDS[spec.kind]}
     resources = spec.rate_limiter_resources()
     if resources:
         group["rate_limiter"] = {"resources": [{"name": n, "count": c} for n, c in sorted(resources.items())]}
@@ -157,7 +157,7 @@ TENSORRT_CACHE_ROOT = "/tmp/trb-trt-cache"
 
 def gpu_instance_group(spec: BuildSpec) -> list[dict[str, Any]]:
     """`--instances` KIND_GPU instances on each GPU of `--gpus` (on every GPU when none are listed)."""
-    group: dict[str, Any] = {"count": spec.instances, "kind": INSTANCE_KINDS["gpu"]}
+    group: dict[str, Any] = {"count": spec.instance_count, "kind": INSTANCE_KINDS["gpu"]}
     if spec.gpus:
         group["gpus"] = list(spec.gpus)
     return [group]

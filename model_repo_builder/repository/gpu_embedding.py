@@ -67,7 +67,7 @@ def tokenize_configuration(
         "name": tokenize_step_name(name),
         "backend": "python",
         **scheduling,
-        "instance_group": [{"count": spec.instances, "kind": model_config.INSTANCE_KINDS["cpu"]}],
+        "instance_group": [{"count": spec.instance_count, "kind": model_config.INSTANCE_KINDS["cpu"]}],
         "input": [{"name": INPUT_NAME, "data_type": "TYPE_STRING", "dims": [1]}],
         "output": token_tensors(outputs, int(parameters["max_length"])),
         "parameters": model_config.string_parameters(dict(parameters)),

@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 
 # Encoder-only model types trb exports with optimum (embeddings, classifiers, rerankers).
 ENCODER_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "deberta-v2")
+# The encoder tasks' default CPU layout: one single-threaded instance per core beats one instance
+# with every core (bench/results/text_lengths.md: 2×1 serves 1.05 of the in-process ceiling where
+# 1×2 serves 0.57, MiniLM on 2 cores): ONNX Runtime's threads synchronise on the small matrices of
+# short texts, and one stub's Python (tokenizing, batching) runs while the other computes. Capped
+# because every instance holds its own copy of the weights.
+ENCODER_DEFAULT_CPU_INSTANCES = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,6 +115,15 @@ class Task:
     gpu_not_yet: ClassVar[str | None] = (
         "the GPU ensemble (tokenizer step, onnxruntime-backend model step) is built for embeddings only"
     )
+    # A CPU build without `--instances` runs one instance per core, at most this many (each instance
+    # holds its own copy of the weights), with cores / instances ONNX Runtime threads each.
+    max_default_cpu_instances: ClassVar[int] = 1
+
+    def default_instances(self, kind: str, cores: int) -> int:
+        """Instances a build without `--instances` gets: one per GPU, or per core up to the cap."""
+        if kind == "gpu":
+            return 1
+        return max(1, min(cores, self.max_default_cpu_instances))
 
     @property
     def text_inputs(self) -> tuple[str, ...]:

@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 
 from model_repo_builder.errors import UnsupportedModelError
-from model_repo_builder.tasks.base import ENCODER_MODEL_TYPES, ModelFacts, Task, TensorIO, register
+from model_repo_builder.tasks.base import (
+    ENCODER_DEFAULT_CPU_INSTANCES,
+    ENCODER_MODEL_TYPES,
+    ModelFacts,
+    Task,
+    TensorIO,
+    register,
+)
 
 _CALL = """
 Send UTF-8 text as `TEXT` (TYPE_STRING, shape [batch, 1]); get `SCORES` (FP32, [batch, {num_labels}],
@@ -38,6 +45,7 @@ class SequenceClassificationTask(Task):
     pairs = False
     pre_steps = True  # on every TEXT (and, for rerankers, every QUERY)
     post_step_kind = "arrays"  # the named outputs: {"SCORES", "LABEL"} or {"SCORE"}
+    max_default_cpu_instances = ENCODER_DEFAULT_CPU_INSTANCES
 
     def _fits(self, facts: ModelFacts) -> bool:
         raise NotImplementedError

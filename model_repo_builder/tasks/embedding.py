@@ -9,7 +9,14 @@ from typing import Any
 import numpy as np
 
 from model_repo_builder.errors import UnsupportedModelError
-from model_repo_builder.tasks.base import ENCODER_MODEL_TYPES, ModelFacts, Task, TensorIO, register
+from model_repo_builder.tasks.base import (
+    ENCODER_DEFAULT_CPU_INSTANCES,
+    ENCODER_MODEL_TYPES,
+    ModelFacts,
+    Task,
+    TensorIO,
+    register,
+)
 
 # Heads that carry no task of their own: the encoder's token states are what the checkpoint is for.
 _BARE_HEADS = {"", "MaskedLM", "PreTraining"}
@@ -42,6 +49,7 @@ class FeatureExtraction(Task):
     pre_steps = True
     post_step_kind = "vectors"
     gpu_not_yet = None
+    max_default_cpu_instances = ENCODER_DEFAULT_CPU_INSTANCES
 
     def detect(self, facts: ModelFacts) -> bool:
         """A sentence-transformers bi-encoder, or a bare encoder checkpoint with no task head."""

@@ -9,7 +9,14 @@ from typing import Any
 import numpy as np
 
 from model_repo_builder.errors import UnsupportedModelError
-from model_repo_builder.tasks.base import ENCODER_MODEL_TYPES, ModelFacts, Task, TensorIO, register
+from model_repo_builder.tasks.base import (
+    ENCODER_DEFAULT_CPU_INSTANCES,
+    ENCODER_MODEL_TYPES,
+    ModelFacts,
+    Task,
+    TensorIO,
+    register,
+)
 
 _CALL = """
 Send UTF-8 text as `TEXT` (TYPE_STRING, shape [batch, 1]); get its entities back, grouped as
@@ -73,6 +80,7 @@ class TokenClassification(Task):
         ),
     )
     main_output = "ENTITY_LABELS"
+    max_default_cpu_instances = ENCODER_DEFAULT_CPU_INSTANCES
 
     def detect(self, facts: ModelFacts) -> bool:
         """An encoder with a token-classification head."""

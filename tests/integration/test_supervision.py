@@ -102,10 +102,11 @@ def test_trb_status_shows_models_and_the_supervisors_restarts(fp32_repo) -> None
 
             before = status()
             (model,) = before["models"]
+            built_instances = fp32_repo.result.manifest.options["instances"]
             assert (model["name"], model["ready"], model["instances"], model["restarts"]) == (
                 fp32_repo.name,
                 True,
-                1,
+                built_instances,
                 0,
             )
             assert model["successes"] >= 1 and model["pending"] == 0

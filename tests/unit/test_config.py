@@ -131,7 +131,7 @@ def test_render_then_parse_is_lossless():
 
 
 def test_queue_is_bounded_and_rejects():
-    scheduling = model_config.scheduling(BuildSpec(source="minilm", max_queue_size=7))
+    scheduling = model_config.scheduling(BuildSpec(source="minilm", instances=1, max_queue_size=7))
     policy = scheduling["dynamic_batching"]["default_queue_policy"]
     assert policy["max_queue_size"] == 7
     assert policy["timeout_action"] == "REJECT"
@@ -163,21 +163,21 @@ def test_zero_max_queue_size_writes_no_queue_policy() -> None:
     from model_repo_builder.repository.config import scheduling
     from model_repo_builder.spec import BuildSpec
 
-    bounded = scheduling(BuildSpec(source="minilm", max_queue_size=8))["dynamic_batching"]
+    bounded = scheduling(BuildSpec(source="minilm", instances=1, max_queue_size=8))["dynamic_batching"]
     assert bounded["default_queue_policy"]["max_queue_size"] == 8
-    unbounded = scheduling(BuildSpec(source="minilm", max_queue_size=0))["dynamic_batching"]
+    unbounded = scheduling(BuildSpec(source="minilm", instances=1, max_queue_size=0))["dynamic_batching"]
     assert "default_queue_policy" not in unbounded and unbounded["max_queue_delay_microseconds"] == 1000
 
 
 def test_admission_moves_the_bound_into_the_model_except_with_priorities() -> None:
-    spec = BuildSpec(source="minilm", max_queue_size=8)
+    spec = BuildSpec(source="minilm", instances=1, max_queue_size=8)
     own = model_config.scheduling(spec, admission=True)["dynamic_batching"]
     assert "default_queue_policy" not in own  # the batcher keeps prefetching
     assert model_config.admission_parameters(spec) == {"max_queue_size": 8}
-    assert model_config.admission_parameters(BuildSpec(source="minilm", max_queue_size=0)) == {
+    assert model_config.admission_parameters(BuildSpec(source="minilm", instances=1, max_queue_size=0)) == {
         "max_queue_size": 0
     }
-    prioritised = BuildSpec(source="minilm", max_queue_size=8, priority_levels=2)
+    prioritised = BuildSpec(source="minilm", instances=1, max_queue_size=8, priority_levels=2)
     kept = model_config.scheduling(prioritised, admission=True)["dynamic_batching"]
     assert kept["default_queue_policy"]["max_queue_size"] == 8 and kept["priority_levels"] == 2
     assert model_config.admission_parameters(prioritised) == {}

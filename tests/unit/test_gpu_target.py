@@ -108,12 +108,12 @@ def rendered_configs(spec: BuildSpec = GOLDEN_SPEC) -> dict[str, model_config_pb
 
 
 def test_target_gpu_implies_kind_gpu_and_kind_keeps_its_meaning():
-    assert BuildSpec(source="m", target="gpu").kind == "gpu"
-    assert BuildSpec(source="m").kind == "cpu"
-    legacy = BuildSpec(source="m", kind="gpu")  # the python-backend model on CUDA, as before
+    assert BuildSpec(source="m", instances=1, target="gpu").kind == "gpu"
+    assert BuildSpec(source="m", instances=1).kind == "cpu"
+    legacy = BuildSpec(source="m", instances=1, kind="gpu")  # the python-backend model on CUDA, as before
     assert (legacy.target, legacy.kind) == ("cpu", "gpu")
     with pytest.raises(SpecError, match=r"`--target gpu`.*`--kind cpu`"):
-        BuildSpec(source="m", target="gpu", kind="cpu")
+        BuildSpec(source="m", instances=1, target="gpu", kind="cpu")
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_target_gpu_implies_kind_gpu_and_kind_keeps_its_meaning():
 )
 def test_gpu_options_are_validated_naming_the_flag(options, message):
     with pytest.raises(SpecError, match=message):
-        BuildSpec(source="m", **options)
+        BuildSpec(source="m", instances=1, **options)
 
 
 def test_gpu_list_parsing():
@@ -170,7 +170,9 @@ def test_model_step_is_the_native_backend_on_the_gpus_asked_for():
     assert config.max_batch_size == 16
     assert config.dynamic_batching.max_queue_delay_microseconds == 500  # the spec of rendered_configs()
     every_gpu = model_config.parse(
-        model_config.render(model_step_configuration(BuildSpec(source="m", target="gpu"), "m", TOKENS, 64, 8))
+        model_config.render(
+            model_step_configuration(BuildSpec(source="m", instances=1, target="gpu"), "m", TOKENS, 64, 8)
+        )
     )
     assert list(every_gpu.instance_group[0].gpus) == []  # none listed: `count` on every GPU
 
@@ -192,7 +194,7 @@ def test_tensorrt_accelerator_parameters_are_what_the_options_asked():
     }
     assert shapes["min"] == dict.fromkeys(TOKENS, "1x128")
     assert shapes["max"] == shapes["opt"] == dict.fromkeys(TOKENS, "16x128")
-    fp32 = model_step_configuration(BuildSpec(source="m", target="gpu"), "m", TOKENS, 64, 8)
+    fp32 = model_step_configuration(BuildSpec(source="m", instances=1, target="gpu"), "m", TOKENS, 64, 8)
     fp32_parameters = fp32["optimization"]["execution_accelerators"]["gpu_execution_accelerator"][0]
     assert fp32_parameters["parameters"]["precision_mode"] == "FP32"
 
@@ -319,18 +321,22 @@ def test_text_generation_on_the_gpu_target_is_refused_with_what_is_missing(tmp_p
     with pytest.raises(
         UnsupportedModelError, match=r"not yet: `--target gpu` for text2text-generation.*FP16"
     ):
-        build(BuildSpec(source=str(tmp_path), target="gpu", output=tmp_path / "repos"))
+        build(BuildSpec(source=str(tmp_path), instances=1, target="gpu", output=tmp_path / "repos"))
     assert not (tmp_path / "repos").exists()
 
 
 def test_int8_on_the_gpu_target_is_not_yet(tmp_path):
     with pytest.raises(UnsupportedModelError, match=r"not yet: `--precision int8 --target gpu`.*QDQ"):
-        build(BuildSpec(source="minilm", target="gpu", precision="int8", output=tmp_path / "repos"))
+        build(
+            BuildSpec(source="minilm", instances=1, target="gpu", precision="int8", output=tmp_path / "repos")
+        )
     assert not (tmp_path / "repos").exists()
 
 
 def test_tensorrt_format_fails_at_once(tmp_path):
-    spec = BuildSpec(source="minilm", target="gpu", model_format="tensorrt", output=tmp_path / "repos")
+    spec = BuildSpec(
+        source="minilm", instances=1, target="gpu", model_format="tensorrt", output=tmp_path / "repos"
+    )
     reason = gpu_unavailable_reason()
     expected = (ToolNotFoundError, "this machine has none") if reason else (UnsupportedModelError, "not yet")
     with pytest.raises(expected[0], match=expected[1]):

@@ -19,14 +19,14 @@ def rendered(spec: BuildSpec, decoupled: bool = False) -> dict:
 
 
 def test_no_option_renders_none_of_them() -> None:
-    config = rendered(BuildSpec(source="x"))
+    config = rendered(BuildSpec(source="x", instances=1))
     assert "response_cache" not in config
     assert "priority_levels" not in config["dynamic_batching"]
     assert "rate_limiter" not in config["instance_group"][0]
 
 
 def test_response_cache_is_on_for_served_models_and_off_for_decoupled_ones() -> None:
-    spec = BuildSpec(source="x", response_cache=True)
+    spec = BuildSpec(source="x", instances=1, response_cache=True)
     assert rendered(spec)["response_cache"] == {"enable": True}
     assert "response_cache" not in rendered(spec, decoupled=True)
     stream = model_configuration(spec, "t5_stream", {}, streaming=True)
@@ -35,7 +35,9 @@ def test_response_cache_is_on_for_served_models_and_off_for_decoupled_ones() -> 
 
 
 def test_priority_levels_and_per_level_queue_policies_parse_back() -> None:
-    spec = BuildSpec(source="x", priority_levels=3, priority_queues=("1=0", "3=4:50000"), max_queue_size=64)
+    spec = BuildSpec(
+        source="x", instances=1, priority_levels=3, priority_queues=("1=0", "3=4:50000"), max_queue_size=64
+    )
     batching = rendered(spec)["dynamic_batching"]
     assert batching["priority_levels"] == "3"  # uint64 in protobuf JSON
     assert batching["default_priority_level"] == "3"
@@ -47,7 +49,9 @@ def test_priority_levels_and_per_level_queue_policies_parse_back() -> None:
     message = model_config.parse(model_config.render({"name": "m", **model_config.scheduling(spec)}))
     assert message.dynamic_batching.priority_queue_policy[3].max_queue_size == 4
     assert message.dynamic_batching.priority_queue_policy[1].timeout_action == 0  # REJECT
-    assert BuildSpec(source="x", priority_levels=3, default_priority_level=1).priority_levels == 3
+    assert (
+        BuildSpec(source="x", instances=1, priority_levels=3, default_priority_level=1).priority_levels == 3
+    )
 
 
 def test_rate_limiter_resources_render_on_the_instance_group() -> None:
@@ -76,11 +80,13 @@ def test_rate_limiter_resources_render_on_the_instance_group() -> None:
 )
 def test_bad_options_name_the_flag(options: dict, message: str) -> None:
     with pytest.raises(SpecError, match=message):
-        BuildSpec(source="x", **options)
+        BuildSpec(source="x", instances=1, **options)
 
 
 def test_the_options_survive_the_manifest_round_trip() -> None:
-    spec = BuildSpec(source="x", response_cache=True, priority_levels=2, priority_queues=("2=4:100",))
+    spec = BuildSpec(
+        source="x", instances=1, response_cache=True, priority_levels=2, priority_queues=("2=4:100",)
+    )
     assert BuildSpec.from_options(spec.options()) == spec
 
 
@@ -92,9 +98,11 @@ def _repository(root: Path, spec: BuildSpec) -> Path:
 
 
 def test_launch_passes_the_cache_and_the_rate_limiter_only_when_a_model_uses_them(tmp_path: Path) -> None:
-    plain = _repository(tmp_path / "plain", BuildSpec(source="x"))
-    cached = _repository(tmp_path / "cached", BuildSpec(source="x", response_cache=True))
-    limited = _repository(tmp_path / "limited", BuildSpec(source="x", rate_limit_resources=("cpu=1",)))
+    plain = _repository(tmp_path / "plain", BuildSpec(source="x", instances=1))
+    cached = _repository(tmp_path / "cached", BuildSpec(source="x", instances=1, response_cache=True))
+    limited = _repository(
+        tmp_path / "limited", BuildSpec(source="x", instances=1, rate_limit_resources=("cpu=1",))
+    )
 
     def flags(*repositories: Path, **options: object) -> list[str]:
         server = TritonServer(LaunchSpec(repositories=repositories, **options))  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from model_repo_builder.spec import BuildSpec, LaunchSpec, validate_model_name
 def test_defaults_are_valid():
     spec = BuildSpec(source="minilm")
     assert spec.precision == "fp32"
-    assert spec.instances == 1
+    assert spec.instances is None  # the task's default, resolved by the build
     assert spec.max_batch_size == 32
     assert spec.output == Path("repos")
 

@@ -145,3 +145,47 @@ def test_int8_auto_keeps_the_first_scheme_that_verifies(tmp_path: Path) -> None:
         assert sorted(p.name for p in (tmp_path / "repos").iterdir()) == ["toy-model"]  # no leftovers
     finally:
         unregister(task.name)
+
+
+@pytest.mark.parametrize(("cores", "encoder"), [(1, 1), (2, 2), (3, 3), (16, 4)])
+def test_encoders_default_to_one_instance_per_core_up_to_four_generation_to_one(
+    cores: int, encoder: int
+) -> None:
+    tasks = registered()
+    for name in ("feature-extraction", "text-classification", "text-ranking", "token-classification"):
+        assert tasks[name].default_instances("cpu", cores) == encoder, name
+        assert tasks[name].default_instances("gpu", cores) == 1, name
+    assert tasks["text2text-generation"].default_instances("cpu", cores) == 1
+
+
+class ParallelToyTask(ToyTask):
+    """A toy that, like the encoders, runs one instance per core by default."""
+
+    name = "toy-parallel"
+    max_default_cpu_instances = 4
+
+    def build(self, spec: Any, source: Any, name: str, staging: Path) -> BuiltModel:
+        built = super().build(spec, source, name, staging)
+        return BuiltModel(
+            model={**built.model, "count": spec.instance_count}, verification=built.verification
+        )
+
+
+def test_a_build_without_instances_records_the_tasks_default_and_an_explicit_count_wins(
+    tmp_path: Path,
+) -> None:
+    from model_repo_builder.runtime.threads import available_cores
+
+    task = register(ParallelToyTask())
+    try:
+        source = tmp_path / "toy-model"
+        source.mkdir()
+        (source / "config.json").write_text(json.dumps({"model_type": "toy"}))
+        (source / "model.safetensors").write_bytes(b"unused")
+        spec = BuildSpec(source=str(source), output=tmp_path / "repos", task=task.name)
+        default = build(spec).manifest
+        assert default.options["instances"] == default.model["count"] == min(available_cores(), 4)
+        explicit = build(BuildSpec(**{**spec.__dict__, "instances": 3})).manifest
+        assert explicit.options["instances"] == explicit.model["count"] == 3
+    finally:
+        unregister(task.name)
