@@ -15,14 +15,20 @@ encoder templates now bound their own queue (templates/common/trb_runtime.py `Tr
 Triton's queue gets no policy, execute() admits a request or answers UNAVAILABLE at once, and a
 worker thread answers what is queued in batches.
 
-One run, the int8 MiniLM repository (2 instances × 1 thread), one text per request over HTTP at
-concurrency 32 (the workload of bench/results/embedding.md), in alternating rounds:
+One run, the int8 MiniLM repository (2 instances × 1 thread, the default layout on 2 cores), one
+text per request over HTTP. First the unbounded repository's curve at concurrency 1…32 gives the
+knee: the lowest concurrency that reaches 90% of the curve's best throughput. Then, in alternating
+rounds, each variant is measured at the knee and at concurrency 32 (saturation, the workload of
+bench/results/embedding.md), both in one server start:
 
     unbounded       no queue policy, no admission bound (execute() answers): the ceiling
     triton-bounded  the old default: Triton's queue policy, max_queue_size 256 (no prefetching)
-    admission       the new default, as `trb build` writes it: trb's own bound of 256 requests,
+    admission       the default, as `trb build` writes it: trb's own bound of 256 requests,
                     Triton's max_queue_delay_microseconds 1000
-    admission-d0    the same with max_queue_delay_microseconds 0 (requests reach the stub at once)
+
+(An earlier run also had max_queue_delay_microseconds 0 for trb's bound: no better at saturation,
+fewer requests per execute() call under overload; and a GIL switch interval of 0.5 ms in the stub:
+no difference beyond the rounds' spread.)
 
 Then overload: each bounded candidate with a bound of 8 at concurrency 96 (gRPC, a plain
 closed-loop client), counting rejections and their latency, and the unbounded queue under the
@@ -30,12 +36,13 @@ same load.
 
 Results: bench/results/queue.json and bench/results/queue.md; scratch under bench/work/queue/.
 
-    python bench/bench_queue.py          # about 7 minutes on 2 cores
+    python bench/bench_queue.py          # about 10 minutes on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import statistics
@@ -57,7 +64,10 @@ ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "work" / "queue"
 RESULTS = ROOT / "results"
 MODEL = "minilm-int8"
-CONCURRENCY = 32
+SATURATION = 32
+SATURATION_KEY = "saturation"
+CURVE = (1, 2, 4, 8, 16, 32)
+KNEE_SHARE = 0.9  # the knee: the lowest concurrency reaching this share of the curve's best
 OVERLOAD_CONCURRENCY = 96
 OVERLOAD_QUEUE = 8
 
@@ -87,17 +97,12 @@ def _as_built(config: dict[str, Any]) -> None:
     del config  # the config as trb renders it
 
 
-def _no_delay(config: dict[str, Any]) -> None:
-    config["dynamic_batching"]["max_queue_delay_microseconds"] = 0
-
-
 VARIANTS: dict[str, Callable[[dict[str, Any]], None]] = {
     "unbounded": _unbounded,
     "triton-bounded": _triton_bounded,
     "admission": _as_built,
-    "admission-d0": _no_delay,
 }
-BOUNDED = ("triton-bounded", "admission", "admission-d0")
+BOUNDED = ("triton-bounded", "admission")
 
 
 def _small_queue(change: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
@@ -116,22 +121,17 @@ def _answered_by_instance(metrics_url: str) -> list[float]:
     )
 
 
-def measure(repository: Path, data: Path, label: str, args: argparse.Namespace) -> dict[str, float]:
-    """Throughput and latency at CONCURRENCY over HTTP, a fixed number of requests."""
-    with launch(repository) as server:
-        run = PerfRun(
-            model=MODEL,
-            url=server.http_url,
-            protocol="http",
-            concurrency=CONCURRENCY,
-            input_data=data,
-            request_count=args.requests,
-            timeout_s=300,
-        )
-        result = run_perf_analyzer(run, WORK / "perf" / label)
-        time.sleep(0.6)  # the stub reports its counters every 0.25 s
-        answered = _answered_by_instance(server.metrics_url)
-    measured = result.measurement
+def _level(server: Any, data: Path, label: str, concurrency: int, requests: int) -> dict[str, float]:
+    run = PerfRun(
+        model=MODEL,
+        url=server.http_url,
+        protocol="http",
+        concurrency=concurrency,
+        input_data=data,
+        request_count=requests,
+        timeout_s=300,
+    )
+    measured = run_perf_analyzer(run, WORK / "perf" / label).measurement
     LOGGER.info(
         "%s: %.0f req/s, p50 %.1f ms, p99 %.1f ms",
         label,
@@ -143,11 +143,34 @@ def measure(repository: Path, data: Path, label: str, args: argparse.Namespace) 
         "throughput_rps": measured.throughput_rps,
         "p50_ms": measured.p50_ms,
         "p99_ms": measured.p99_ms,
-        "server_queue_ms": result.breakdown.server_queue_ms,
-        # trb's admission only: requests each instance computed (warmup included): the spread
-        "answered_by_instance": answered,
         "load_average": load_average(),
     }
+
+
+def knee(repository: Path, data: Path, args: argparse.Namespace) -> tuple[int, list[dict[str, float]]]:
+    """The unbounded curve over CURVE and its knee (the lowest concurrency with KNEE_SHARE of the best)."""
+    with launch(repository) as server:
+        curve = [
+            {"concurrency": c, **_level(server, data, f"curve-{c}", c, args.requests // 2)} for c in CURVE
+        ]
+    best = max(level["throughput_rps"] for level in curve)
+    at_knee = next(level for level in curve if level["throughput_rps"] >= KNEE_SHARE * best)
+    return int(at_knee["concurrency"]), curve
+
+
+def measure(
+    repository: Path, data: Path, label: str, loads: dict[str, int], args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """Throughput and latency at each named concurrency over HTTP, a fixed number of requests each."""
+    with launch(repository) as server:
+        levels: dict[str, dict[str, Any]] = {
+            name: _level(server, data, f"{label}-{name}", concurrency, args.requests)
+            for name, concurrency in loads.items()
+        }
+        time.sleep(0.6)  # the stub reports its counters every 0.25 s
+        # trb's admission only: requests each instance computed (warmup included): the spread
+        levels[SATURATION_KEY]["answered_by_instance"] = _answered_by_instance(server.metrics_url)
+    return levels
 
 
 def overload(repository: Path, args: argparse.Namespace) -> dict[str, float]:
@@ -169,36 +192,45 @@ def overload(repository: Path, args: argparse.Namespace) -> dict[str, float]:
 
 def _share(rounds: list[dict[str, Any]]) -> str:
     """The instance that computed fewer requests: its share of the two, median over rounds."""
-    shares = [
-        min(r["answered_by_instance"]) / sum(r["answered_by_instance"])
-        for r in rounds
-        if len(r["answered_by_instance"]) == 2
-    ]
+    answered = [r[SATURATION_KEY]["answered_by_instance"] for r in rounds]
+    shares = [min(a) / sum(a) for a in answered if len(a) == 2]
     return f"{statistics.median(shares):.2f}" if shares else "–"
 
 
 def render_markdown(report: dict[str, Any]) -> str:
     machine, settings = report["machine"], report["settings"]
+    loads = report["loads"]
     lines = [
         "# Bounded queue vs unbounded: Triton's queue policy and trb's admission bound (Triton 2.51)",
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores. Workload: MiniLM int8, "
-        f"2 instances × 1 thread, one text per request, HTTP, concurrency {CONCURRENCY}, "
-        f"{settings['requests']} requests per measurement, {settings['rounds']} alternating rounds.",
+        f"{report['date']} · {machine['cpu']}, {machine['cores']} cores. Workload: MiniLM int8, "
+        f"2 instances × 1 thread, one text per request, HTTP, {settings['requests']} requests per "
+        f"measurement, {settings['rounds']} alternating rounds. Knee of the unbounded curve: "
+        f"concurrency {loads['knee']} (the lowest with {KNEE_SHARE:.0%} of the best throughput).",
         "",
-        "| variant | req/s (median) | ÷ unbounded (median of rounds) | p50 ms | p99 ms | p99 ÷ unbounded "
-        "| smaller instance's share |",
-        "|---|---|---|---|---|---|---|",
+        "| concurrency | " + " | ".join(str(level["concurrency"]) for level in report["curve"]) + " |",
+        "|---|" + "---:|" * len(report["curve"]),
+        "| unbounded req/s | "
+        + " | ".join(f"{level['throughput_rps']:.0f}" for level in report["curve"])
+        + " |",
+        "",
+        "| variant | load | req/s (median) | ÷ unbounded (median of rounds) | p50 ms | p99 ms "
+        "| p99 ÷ unbounded | smaller instance's share |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in VARIANTS:
-        rounds = [r[name] for r in report["rounds"]]
-        lines.append(
-            f"| {name} | {statistics.median(r['throughput_rps'] for r in rounds):.0f} "
-            f"| {report['ratios'][name]['throughput']:.3f} "
-            f"| {statistics.median(r['p50_ms'] for r in rounds):.1f} "
-            f"| {statistics.median(r['p99_ms'] for r in rounds):.1f} "
-            f"| {report['ratios'][name]['p99']:.2f} | {_share(rounds)} |"
-        )
+        for load, concurrency in loads.items():
+            levels = [r[name][load] for r in report["rounds"]]
+            ratios = report["ratios"][name][load]
+            share = _share([r[name] for r in report["rounds"]]) if load == SATURATION_KEY else ""
+            lines.append(
+                f"| {name} | {load} ({concurrency}) "
+                f"| {statistics.median(r['throughput_rps'] for r in levels):.0f} "
+                f"| {ratios['throughput']:.3f} "
+                f"| {statistics.median(r['p50_ms'] for r in levels):.1f} "
+                f"| {statistics.median(r['p99_ms'] for r in levels):.1f} "
+                f"| {ratios['p99']:.2f} | {share} |"
+            )
     lines += [
         "",
         f"Overload: a bound of {OVERLOAD_QUEUE} requests, {OVERLOAD_CONCURRENCY} clients (gRPC), "
@@ -222,7 +254,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--reuse", action="store_true", help="reuse the build of an earlier run")
     parser.add_argument("--requests", type=int, default=3000, help="requests per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
     parser.add_argument("--overload-s", type=float, default=8.0, help="seconds of overload per variant")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -235,16 +267,25 @@ def main() -> None:
         name: rerendered_copy(int8, MODEL, WORK / "variants" / name, change)
         for name, change in VARIANTS.items()
     }
+    knee_concurrency, curve = knee(variants["unbounded"], data, args)
+    loads = {"knee": knee_concurrency, SATURATION_KEY: SATURATION}
     rounds = []
     for index in range(args.rounds):
         order = list(VARIANTS) if index % 2 == 0 else list(reversed(VARIANTS))
-        rounds.append({name: measure(variants[name], data, f"round{index}-{name}", args) for name in order})
+        rounds.append(
+            {name: measure(variants[name], data, f"round{index}-{name}", loads, args) for name in order}
+        )
     ratios = {
         name: {
-            "throughput": statistics.median(
-                r[name]["throughput_rps"] / r["unbounded"]["throughput_rps"] for r in rounds
-            ),
-            "p99": statistics.median(r[name]["p99_ms"] / r["unbounded"]["p99_ms"] for r in rounds),
+            load: {
+                "throughput": statistics.median(
+                    r[name][load]["throughput_rps"] / r["unbounded"][load]["throughput_rps"] for r in rounds
+                ),
+                "p99": statistics.median(
+                    r[name][load]["p99_ms"] / r["unbounded"][load]["p99_ms"] for r in rounds
+                ),
+            }
+            for load in loads
         }
         for name in VARIANTS
     }
@@ -253,7 +294,10 @@ def main() -> None:
         for name in (*BOUNDED, "unbounded")
     }
     report = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
+        "curve": curve,
+        "loads": loads,
         "settings": {"requests": args.requests, "rounds": args.rounds, "overload_s": args.overload_s},
         "rounds": rounds,
         "ratios": ratios,
