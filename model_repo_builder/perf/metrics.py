@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 # Cumulative counters (a sweep reports their increase); the other tracked metrics are gauges.
@@ -52,6 +53,73 @@ def scrape(metrics_url: str) -> dict[str, float]:
             return parse_prometheus(response.read().decode("utf-8", errors="replace"))
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return {}
+
+
+# trb's own queue in the encoder templates (templates/common/trb_runtime.py): a request waits there,
+# not in Triton's queue, and is computed by a worker after execute() returned, so Triton's queue and
+# compute durations miss both. Per instance, cumulative.
+TRB_QUEUE_DURATION = "trb_queue_duration_us"
+TRB_COMPUTE_DURATION = "trb_compute_duration_us"
+TRB_ANSWERED = "trb_answered_requests"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdmissionTimes:
+    """A model's trb admission counters, summed over its instances."""
+
+    queue_us: float = 0.0
+    compute_us: float = 0.0
+    answered: float = 0.0
+
+    def since(self, before: AdmissionTimes) -> AdmissionTimes:
+        """The increase from `before` to these counts."""
+        return AdmissionTimes(
+            queue_us=self.queue_us - before.queue_us,
+            compute_us=self.compute_us - before.compute_us,
+            answered=self.answered - before.answered,
+        )
+
+    def added_to(self, breakdown: dict[str, float]) -> dict[str, float]:
+        """perf_analyzer's breakdown with trb's queue and compute time per request moved into the server.
+
+        perf_analyzer counts the time between execute() admitting a request and its response as
+        network and server-send time; it was trb's queue and trb's compute.
+        """
+        if self.answered <= 0:
+            return breakdown
+        queue_ms = self.queue_us / self.answered / 1000
+        compute_ms = self.compute_us / self.answered / 1000
+        moved = min(queue_ms + compute_ms, breakdown["network_ms"])
+        scale = moved / (queue_ms + compute_ms) if queue_ms + compute_ms > 0 else 0.0
+        return {
+            **breakdown,
+            "network_ms": breakdown["network_ms"] - moved,
+            "server_queue_ms": breakdown["server_queue_ms"] + queue_ms * scale,
+            "server_compute_infer_ms": breakdown["server_compute_infer_ms"] + compute_ms * scale,
+        }
+
+
+def admission_times(metrics_url: str, model: str) -> AdmissionTimes | None:
+    """`model`'s trb admission counters now; None when it has none (not an admission model, no metrics)."""
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as response:
+            text = response.read().decode("utf-8", errors="replace")
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+    totals = {TRB_QUEUE_DURATION: 0.0, TRB_COMPUTE_DURATION: 0.0, TRB_ANSWERED: 0.0}
+    found = False
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name in totals and f'model="{model}"' in rest.split("}", 1)[0]:
+            totals[name] += float(line.rsplit(" ", 1)[-1])
+            found = True
+    if not found:
+        return None
+    return AdmissionTimes(
+        queue_us=totals[TRB_QUEUE_DURATION],
+        compute_us=totals[TRB_COMPUTE_DURATION],
+        answered=totals[TRB_ANSWERED],
+    )
 
 
 def process_tree_rss_bytes(pid: int) -> int:

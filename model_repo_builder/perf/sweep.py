@@ -324,6 +324,7 @@ class Sweeper:
         self.measurements += 1
         stable = True
         before = cache_counts(target.url, self.spec.protocol, target.model) if target.response_cache else None
+        admitted = metrics.admission_times(target.metrics_url, target.model) if target.metrics_url else None
         try:
             try:
                 result = run_perf_analyzer(run, workdir)
@@ -349,6 +350,12 @@ class Sweeper:
                 dataclasses.replace(run, stability_percentage=1e6, max_trials=3), workdir
             )
         level = {**_level(result, mode), "stable": stable}
+        if admitted is not None and target.metrics_url:
+            # trb's own queue: Triton saw each request only while execute() admitted it.
+            now = metrics.admission_times(target.metrics_url, target.model)
+            if now is not None:
+                level["breakdown"] = now.since(admitted).added_to(level["breakdown"])
+                level["breakdown_includes"] = "trb admission queue and worker"
         if before is not None:
             counted = cache_counts(target.url, self.spec.protocol, target.model).since(before)
             level["cache_hits"], level["cache_misses"] = counted.hits, counted.misses

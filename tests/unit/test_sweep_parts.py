@@ -247,3 +247,63 @@ def test_search_finds_the_best_configuration_of_a_smooth_space(strategy: str, tm
         # The start, the other value of each axis (3), then the second pass's two new neighbours.
         assert summary["configurations_measured"] == 6
         assert summary["perf_analyzer_runs"] == 2 * summary["configurations_measured"]
+
+
+def test_trb_admission_time_moves_from_network_into_the_servers_queue_and_compute(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    from model_repo_builder.perf.metrics import AdmissionTimes, admission_times
+
+    scrape = "\n".join(
+        [
+            "# HELP trb_queue_duration_us time in trb's queue",
+            'trb_queue_duration_us{instance="m_0_0",model="m"} 3000',
+            'trb_queue_duration_us{instance="m_0_1",model="m"} 1000',
+            'trb_compute_duration_us{instance="m_0_0",model="m"} 8000',
+            'trb_answered_requests{instance="m_0_0",model="m"} 3',
+            'trb_answered_requests{instance="m_0_1",model="m"} 1',
+            'trb_queue_duration_us{instance="other_0_0",model="other"} 99999',
+            'nv_inference_queue_duration_us{model="m",version="1"} 5',
+        ]
+    ).encode()
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the handler's API)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(scrape)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        assert admission_times(url, "m") == AdmissionTimes(queue_us=4000, compute_us=8000, answered=4)
+        assert admission_times(url, "not-an-admission-model") is None
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    spent = AdmissionTimes(queue_us=4000, compute_us=8000, answered=4).since(
+        AdmissionTimes(queue_us=0, compute_us=0, answered=0)
+    )
+    breakdown = {
+        "client_send_ms": 0.1,
+        "network_ms": 4.5,
+        "server_queue_ms": 0.2,
+        "server_compute_input_ms": 0.0,
+        "server_compute_infer_ms": 0.1,
+        "server_compute_output_ms": 0.0,
+        "client_recv_ms": 0.1,
+    }
+    moved = spent.added_to(breakdown)
+    assert moved["server_queue_ms"] == pytest.approx(0.2 + 1.0)  # 4000 us over 4 requests
+    assert moved["server_compute_infer_ms"] == pytest.approx(0.1 + 2.0)
+    assert moved["network_ms"] == pytest.approx(4.5 - 3.0)
+    assert sum(moved.values()) == pytest.approx(sum(breakdown.values()))  # the client's total is kept
+    short = spent.added_to({**breakdown, "network_ms": 1.5})  # counters a reporter tick behind: capped
+    assert short["network_ms"] == 0.0 and sum(short.values()) == pytest.approx(sum(breakdown.values()) - 3.0)
+    assert AdmissionTimes().added_to(breakdown) == breakdown
