@@ -26,10 +26,10 @@ if TYPE_CHECKING:
 # Encoder-only model types trb exports with optimum (embeddings, classifiers, rerankers).
 ENCODER_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "deberta-v2")
 # The encoder tasks' default CPU layout: one single-threaded instance per core beats one instance
-# with every core (bench/results/text_lengths.md: 2×1 serves 1.05 of the in-process ceiling where
-# 1×2 serves 0.57, MiniLM on 2 cores): ONNX Runtime's threads synchronise on the small matrices of
-# short texts, and one stub's Python (tokenizing, batching) runs while the other computes. Capped
-# because every instance holds its own copy of the weights.
+# with every core (bench/results/text_lengths.md, MiniLM int8 on 2 cores: 2×1 serves 0.90 / 0.85 of
+# the in-process ceiling on short / mixed text, 1×2 0.79 / 0.66): ONNX Runtime's threads synchronise
+# on the small matrices of short texts, and one stub's Python (tokenizing, batching) runs while the
+# other computes. Capped because every instance holds its own copy of the weights.
 ENCODER_DEFAULT_CPU_INSTANCES = 4
 
 
