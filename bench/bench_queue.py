@@ -67,6 +67,7 @@ MODEL = "minilm-int8"
 SATURATION = 32
 SATURATION_KEY = "saturation"
 CURVE = (1, 2, 4, 8, 16, 32)
+CURVE_PASSES = 3  # the curve's levels are medians over passes: one pass can be off by 40% here
 KNEE_SHARE = 0.9  # the knee: the lowest concurrency reaching this share of the curve's best
 OVERLOAD_CONCURRENCY = 96
 OVERLOAD_QUEUE = 8
@@ -148,11 +149,23 @@ def _level(server: Any, data: Path, label: str, concurrency: int, requests: int)
 
 
 def knee(repository: Path, data: Path, args: argparse.Namespace) -> tuple[int, list[dict[str, float]]]:
-    """The unbounded curve over CURVE and its knee (the lowest concurrency with KNEE_SHARE of the best)."""
+    """The unbounded curve over CURVE (medians of passes) and its knee.
+
+    The knee is the lowest concurrency with KNEE_SHARE of the curve's best throughput.
+    """
     with launch(repository) as server:
-        curve = [
-            {"concurrency": c, **_level(server, data, f"curve-{c}", c, args.requests // 2)} for c in CURVE
+        passes = [
+            {c: _level(server, data, f"curve{index}-{c}", c, args.requests // 2) for c in CURVE}
+            for index in range(CURVE_PASSES)
         ]
+    curve = [
+        {
+            "concurrency": c,
+            "throughput_rps": statistics.median(p[c]["throughput_rps"] for p in passes),
+            "p99_ms": statistics.median(p[c]["p99_ms"] for p in passes),
+        }
+        for c in CURVE
+    ]
     best = max(level["throughput_rps"] for level in curve)
     at_knee = next(level for level in curve if level["throughput_rps"] >= KNEE_SHARE * best)
     return int(at_knee["concurrency"]), curve
