@@ -38,9 +38,14 @@ def command() -> None:
 @click.option("--min-replicas", type=int, help="Autoscaling lower bound (default 1).")
 @click.option("--max-replicas", type=int, help="Autoscaling upper bound (default: the run's replica plan).")
 @click.option(
-    "--scale-up-queue", type=float, help="Queue depth per replica to scale up at (default: the run's knee)."
+    "--scale-up-queue",
+    type=float,
+    help="Queue depth per replica to scale up at (default: the run's knee); a text-generation run "
+    "scales on requests in flight per replica (default: the knee's concurrency).",
 )
-@click.option("--scale-down-queue", type=float, help="KEDA activation threshold (default 1).")
+@click.option(
+    "--scale-down-queue", type=float, help="KEDA activation threshold, in the same metric (default 1)."
+)
 @click.option(
     "--window",
     "window_s",

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from model_repo_builder import __version__
-from model_repo_builder.deploy.autoscaling import autoscaling
-from model_repo_builder.deploy.plan import read_run
+from model_repo_builder.deploy.autoscaling import IN_FLIGHT, QUEUE_DEPTH, autoscaling
+from model_repo_builder.deploy.plan import read_run, run_generates
 from model_repo_builder.plan.autoscaler import ScalingRule
 from model_repo_builder.plan.service import ServiceCurve, read_curve
 from model_repo_builder.plan.simulate import SimulationResult, simulate
@@ -38,7 +38,10 @@ class SimulationOutcome:
 
 
 def scaling_rule(spec: SimulateSpec) -> tuple[ScalingRule, tuple[str, ...]]:
-    """The rule `trb deploy k8s --plan RUN_DIR` would render with the same flags (or a fixed count)."""
+    """The rule `trb deploy k8s --plan RUN_DIR` would render with the same flags (or a fixed count).
+
+    A text-generation run scales on requests in flight, as `trb deploy k8s` scales its repository.
+    """
     if spec.replicas is not None:
         rule = ScalingRule(
             min_replicas=spec.replicas,
@@ -51,7 +54,8 @@ def scaling_rule(spec: SimulateSpec) -> tuple[ScalingRule, tuple[str, ...]]:
         )
         return rule, (f"{spec.replicas} replica(s) fixed by --replicas",)
     needs_run = spec.scale_up_queue is None or spec.max_replicas is None
-    scaling = autoscaling(spec, read_run(spec.run) if needs_run else None)
+    metric = IN_FLIGHT if run_generates(spec.run) else QUEUE_DEPTH
+    scaling = autoscaling(spec, read_run(spec.run) if needs_run else None, metric=metric)
     return ScalingRule.from_autoscaling(scaling, spec.startup_s, spec.polling_s), scaling.basis
 
 
