@@ -89,7 +89,7 @@ def run_simulation(spec: SimulateSpec) -> SimulationOutcome:
     with atomic_directory(folder) as staging:
         (staging / "simulation.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         if spec.plot:
-            _plot(result, staging / "simulation.png")
+            _plot(result, staging / "simulation.png", in_flight=rule.metric == IN_FLIGHT)
     return SimulationOutcome(folder=folder, result=result, curve=curve, rule=rule, basis=basis)
 
 
@@ -100,7 +100,7 @@ def _default_folder(run: Path, trace: Trace) -> Path:
     return base / "simulations" / f"{stamp}-{slug}"
 
 
-def _plot(result: SimulationResult, path: Path) -> None:
+def _plot(result: SimulationResult, path: Path, in_flight: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,8 +112,11 @@ def _plot(result: SimulationResult, path: Path) -> None:
     top.step(t, [p.replicas for p in points], where="post", label="replicas", color="tab:blue")
     top.set_ylabel("replicas")
     depth = top.twinx()
-    depth.plot(t, [p.queue_depth for p in points], color="tab:orange", label="queue depth")
-    depth.set_ylabel("queue depth")
+    # The metric the autoscaler read: queue depth, or (generation) the requests in flight.
+    label = "requests in flight" if in_flight else "queue depth"
+    values = [p.in_system if in_flight else p.queue_depth for p in points]
+    depth.plot(t, values, color="tab:orange", label=label)
+    depth.set_ylabel(label)
     top.set_title(result.trace[:100])
     bottom.plot(t, [p.completed_rps for p in points], color="tab:green", label="completed req/s")
     bottom.set_ylabel("req/s")
