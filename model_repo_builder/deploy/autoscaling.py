@@ -137,8 +137,9 @@ def autoscaling(
     if metric == IN_FLIGHT:
         up, reason = _in_flight_scale_up(spec, plan, down, decode_width)
         basis.append(
-            f"scales on requests in flight (trb_requests_in_flight + Triton's pending), not queue depth: "
-            f"continuous batching takes each request out of Triton's queue at once; {reason}"
+            "scales on requests in flight (trb_requests_in_flight + Triton's pending), not on queue "
+            "depth: a generation model takes each request out of Triton's queue into its decode batch at "
+            f"once; {reason}"
         )
     elif spec.scale_up_queue is not None:
         up = spec.scale_up_queue

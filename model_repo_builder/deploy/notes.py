@@ -80,11 +80,9 @@ def kubernetes_notes(
         *scaling.basis,
     ]
     metrics = (
-        "`nv_inference_pending_request_count` + `trb_requests_in_flight`: a generation model takes each "
-        "request out of Triton's queue into its decode batch at once, so it scales on the requests it "
-        "holds, not on queue depth"
+        "`nv_inference_pending_request_count` + `trb_requests_in_flight`, requests in flight"
         if facts.generates
-        else "`nv_inference_pending_request_count` + `trb_queue_depth`"
+        else "`nv_inference_pending_request_count` + `trb_queue_depth`, queue depth"
     )
     storage_hint = (
         f"storageUri {uri}: the default claim; copy the repository into it, or pass --storage-uri"
