@@ -226,6 +226,11 @@ def flan(args: argparse.Namespace) -> dict[str, Any]:
             QUEUE_DEPTH,
         ),
         (
+            "autoscaled 1-8 on requests in flight, no --plan (the default: decode width 32)",
+            {"max_replicas": 8, "scale_up_queue": 32.0},
+            None,
+        ),
+        (
             "autoscaled 1-8 on requests in flight (trb deploy k8s --plan, --max-replicas 8)",
             {"max_replicas": 8},
             None,
@@ -244,6 +249,7 @@ def flan(args: argparse.Namespace) -> dict[str, Any]:
         outcomes[label] = {
             "rule": rule.describe(),
             "metric": rule.metric,
+            "scale_up": rule.scale_up_queue,
             "basis": list(basis),
             "requests": result.requests,
             "throughput_rps": result.throughput_rps,
@@ -264,6 +270,7 @@ def flan(args: argparse.Namespace) -> dict[str, Any]:
         "service": curve.as_dict(),
         "tokens_per_request": generation.get("tokens_per_request"),
         "load": list(FLAN_LOAD),
+        "knee_load": read_run(run).knee_load,
         "cost_per_hour": COST_PER_HOUR,
         "outcomes": outcomes,
     }
@@ -354,7 +361,15 @@ def markdown(results: dict[str, Any]) -> str:
             if not label.startswith("autoscaled"):
                 continue
             lines += ["", f"{label}: {auto['rule']}."]
-            if auto["replicas_max"] == 1:
+            in_flight = auto.get("metric") == "in_flight"
+            if auto["replicas_max"] == 1 and in_flight:
+                lines += [
+                    f"- It never scales: the load's 20 users hold at most 20 requests, below the "
+                    f"{auto['scale_up']:g} in flight per replica it scales up at; a replica of this machine "
+                    f"stops gaining throughput from concurrency {flan_part['knee_load']:g} (the sweep's "
+                    "knee), which is where `--plan` scales up."
+                ]
+            elif auto["replicas_max"] == 1:
                 lines += [
                     f"- It never scales: the sweep measured at most {deepest:.2f} requests waiting in "
                     "Triton's queue per replica at any concurrency (continuous batching takes each request "
@@ -363,7 +378,6 @@ def markdown(results: dict[str, Any]) -> str:
                     "long the answers take. Queue depth is the wrong autoscaling signal for this model."
                 ]
             lines += [f"- {line}" for line in auto["basis"]]
-            in_flight = auto.get("metric") == "in_flight"
             lines += [
                 f"- t = {event['t_s']:.0f} s: {event['replicas_from']} → {event['replicas_to']} replicas "
                 + (
