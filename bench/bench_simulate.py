@@ -24,12 +24,15 @@ simulation must come from a server whose closed loop behaves as its open loop do
 3. The simulation plays the same traces (same arrival times) with 1 and 2 fixed replicas.
 4. Part two: the shared seed's flan-t5 load (3 min ramp to 20 users, 5 min hold, 2 min down) on the
    measured curve of the flan-t5-small architecture (random weights, fp32, trb's default build; one
-   replica = this 2-core machine), through the autoscaling `trb deploy k8s --plan` renders.
+   replica = this 2-core machine), through the autoscaling `trb deploy k8s --plan` renders — on
+   requests in flight, as it does for generation repositories — and, beside it, the same run's
+   queue-depth rule, which continuous batching keeps from ever scaling.
 
 Results: bench/results/simulate.json and bench/results/simulate.md; scratch under bench/work/simulate/.
 
     python bench/bench_simulate.py            # about 9 minutes on 2 cores
     python bench/bench_simulate.py --reuse    # reuse the builds and the sweep runs of an earlier run
+    python bench/bench_simulate.py --part flan   # part two only (about 5 minutes)
 """
 
 from __future__ import annotations
@@ -48,7 +51,10 @@ from typing import Any
 import numpy as np
 from common import built_repository, launch, load_average, machine_info
 
+from model_repo_builder.deploy.autoscaling import QUEUE_DEPTH, autoscaling
+from model_repo_builder.deploy.plan import read_run
 from model_repo_builder.perf.sweep import DEFAULT_PROMPTS, run_sweep
+from model_repo_builder.plan.autoscaler import ScalingRule
 from model_repo_builder.plan.replay import replay
 from model_repo_builder.plan.run import scaling_rule
 from model_repo_builder.plan.service import read_curve
@@ -211,19 +217,39 @@ def flan(args: argparse.Namespace) -> dict[str, Any]:
     curve = read_curve(run)
     trace = parse_trace(FLAN_LOAD)
     outcomes = {}
-    for label, options in (
-        ("1 replica", {"replicas": 1}),
-        ("4 replicas (the seed's split)", {"replicas": 4}),
-        ("autoscaled 1-8 (trb deploy k8s --plan defaults, --max-replicas 8)", {"max_replicas": 8}),
+    for label, options, metric in (
+        ("1 replica", {"replicas": 1}, None),
+        ("4 replicas (the seed's split)", {"replicas": 4}, None),
+        (
+            "autoscaled 1-8 on queue depth (the rule before; --plan, --max-replicas 8)",
+            {"max_replicas": 8},
+            QUEUE_DEPTH,
+        ),
+        (
+            "autoscaled 1-8 on requests in flight, no --plan (the default: decode width 32)",
+            {"max_replicas": 8, "scale_up_queue": 32.0},
+            None,
+        ),
+        (
+            "autoscaled 1-8 on requests in flight (trb deploy k8s --plan, --max-replicas 8)",
+            {"max_replicas": 8},
+            None,
+        ),
     ):
         spec = SimulateSpec(run=run, traces=FLAN_LOAD, cost_per_hour=COST_PER_HOUR, **options)  # type: ignore[arg-type]
-        rule, basis = scaling_rule(spec)
+        if metric is None:
+            rule, basis = scaling_rule(spec)  # what `trb plan simulate` and `trb deploy k8s` use
+        else:  # the queue-depth rule trb rendered for every repository before
+            scaling = autoscaling(spec, read_run(run), metric=metric)
+            rule, basis = ScalingRule.from_autoscaling(scaling, spec.startup_s, spec.polling_s), scaling.basis
         result = simulate(trace, curve, rule, seed=SEED, cost_per_hour=COST_PER_HOUR)
         latency = result.latency
         assert latency is not None
         hold = [p for p in result.timeline if 240 <= p.t_s <= 480]
         outcomes[label] = {
             "rule": rule.describe(),
+            "metric": rule.metric,
+            "scale_up": rule.scale_up_queue,
             "basis": list(basis),
             "requests": result.requests,
             "throughput_rps": result.throughput_rps,
@@ -244,6 +270,7 @@ def flan(args: argparse.Namespace) -> dict[str, Any]:
         "service": curve.as_dict(),
         "tokens_per_request": generation.get("tokens_per_request"),
         "load": list(FLAN_LOAD),
+        "knee_load": read_run(run).knee_load,
         "cost_per_hour": COST_PER_HOUR,
         "outcomes": outcomes,
     }
@@ -329,24 +356,37 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{o['replicas_mean']:.2f} | {o['replica_hours']:.3f} | ${o['cost_usd']:.4f} | "
                 f"${o['cost_per_million_usd']:.2f} |"
             )
-        auto = list(flan_part["outcomes"].values())[-1]
         deepest = max(level["queue_depth"] for level in service["levels"])
-        lines += ["", f"Autoscaling: {auto['rule']}."]
-        if auto["replicas_max"] == 1:
+        for label, auto in flan_part["outcomes"].items():
+            if not label.startswith("autoscaled"):
+                continue
+            lines += ["", f"{label}: {auto['rule']}."]
+            in_flight = auto.get("metric") == "in_flight"
+            if auto["replicas_max"] == 1 and in_flight:
+                lines += [
+                    f"- It never scales: the load's 20 users hold at most 20 requests, below the "
+                    f"{auto['scale_up']:g} in flight per replica it scales up at; a replica of this machine "
+                    f"stops gaining throughput from concurrency {flan_part['knee_load']:g} (the sweep's "
+                    "knee), which is where `--plan` scales up."
+                ]
+            elif auto["replicas_max"] == 1:
+                lines += [
+                    f"- It never scales: the sweep measured at most {deepest:.2f} requests waiting in "
+                    "Triton's queue per replica at any concurrency (continuous batching takes each request "
+                    "out of the queue into its running decode batch at once), so the summed "
+                    "`nv_inference_pending_request_count` stays below the activation threshold however "
+                    "long the answers take. Queue depth is the wrong autoscaling signal for this model."
+                ]
+            lines += [f"- {line}" for line in auto["basis"]]
             lines += [
-                f"- It never scales: the sweep measured at most {deepest:.2f} requests waiting in Triton's "
-                "queue per replica at any concurrency (continuous batching takes each request out of the "
-                "queue into its running decode batch at once), so the summed "
-                "`nv_inference_pending_request_count` stays below the activation threshold however long "
-                "the answers take. Queue depth is the wrong autoscaling signal for this model; the fixed "
-                "rows above give the replicas the load needs."
+                f"- t = {event['t_s']:.0f} s: {event['replicas_from']} → {event['replicas_to']} replicas "
+                + (
+                    f"({event['metric']:.0f} requests in flight)"
+                    if in_flight
+                    else f"(queue depth {event['queue_depth']:.1f})"
+                )
+                for event in auto["scaling"]
             ]
-        lines += [f"- {line}" for line in auto["basis"]]
-        lines += [
-            f"- t = {event['t_s']:.0f} s: {event['replicas_from']} → {event['replicas_to']} replicas "
-            f"(queue depth {event['queue_depth']:.1f})"
-            for event in auto["scaling"]
-        ]
     lines += ["", "## Versions", ""]
     lines += [f"- {name}: {version}" for name, version in machine["versions"].items()]
     return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import promql_parser
 from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.manifest import MANIFEST_NAME, Manifest
 from model_repo_builder.runtime.sidecar import STEPS_DIR, STEPS_FILE
+from model_repo_builder.templates import RUNTIME_FILE
 
 # Grafana's own variables, replaced by a value PromQL accepts before parsing.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m"}
@@ -26,12 +28,22 @@ def make_repository(
     max_text_bytes: int = 131072,
     kind: str = "cpu",
     with_steps: bool = False,
+    generation: bool = False,
+    runtime_text: str | None = None,
 ) -> Path:
-    """A repository as `trb build` lays it out (config.pbtxt through ModelConfig, trb.yaml), no weights."""
+    """A repository as `trb build` lays it out (config.pbtxt through ModelConfig, trb.yaml), no weights.
+
+    `generation`: a text2text-generation repository (continuous batching of `max_batch_size` prompts
+    per instance, and its streaming variant `<name>_stream`), with trb's runtime copied into each
+    model's version folder (`runtime_text` replaces that file's text: an older runtime).
+    """
     repository = root / name
     model_dir = repository / name
     (model_dir / "1").mkdir(parents=True)
     (model_dir / "1" / "model.onnx").write_bytes(b"\0" * 4096)
+    parameters: dict[str, object] = {"intra_op_threads": threads, "max_text_bytes": max_text_bytes}
+    if generation:
+        parameters |= {"batching": "continuous", "max_running": max_batch_size}
     config = {
         "name": name,
         "backend": "python",
@@ -39,11 +51,23 @@ def make_repository(
         "input": [{"name": "TEXT", "data_type": "TYPE_STRING", "dims": [1]}],
         "output": [{"name": "EMBEDDING", "data_type": "TYPE_FP32", "dims": [384]}],
         "instance_group": [{"count": instances, "kind": model_config.INSTANCE_KINDS[kind]}],
-        "parameters": model_config.string_parameters(
-            {"intra_op_threads": threads, "max_text_bytes": max_text_bytes}
-        ),
+        "parameters": model_config.string_parameters(parameters),
     }
     (model_dir / "config.pbtxt").write_text(model_config.render(config), encoding="utf-8")
+    if generation:
+        stream_dir = repository / f"{name}_stream"
+        (stream_dir / "1").mkdir(parents=True)
+        stream = {
+            **config,
+            "name": stream_dir.name,
+            "instance_group": [{"count": 1, "kind": model_config.INSTANCE_KINDS[kind]}],
+            "parameters": model_config.string_parameters({**parameters, "weights_model": name}),
+        }
+        (stream_dir / "config.pbtxt").write_text(model_config.render(stream), encoding="utf-8")
+        for version_dir in (model_dir / "1", stream_dir / "1"):
+            shutil.copy2(RUNTIME_FILE, version_dir / RUNTIME_FILE.name)
+            if runtime_text is not None:
+                (version_dir / RUNTIME_FILE.name).write_text(runtime_text, encoding="utf-8")
     if with_steps:
         (model_dir / STEPS_DIR).mkdir()
         step = {
@@ -57,7 +81,7 @@ def make_repository(
         (model_dir / STEPS_DIR / STEPS_FILE).write_text(json.dumps([step]), encoding="utf-8")
     manifest = Manifest(
         name=name,
-        task="feature-extraction",
+        task="text2text-generation" if generation else "feature-extraction",
         source={"argument": name},
         options={"kind": kind, "instances": instances, "max_batch_size": max_batch_size},
         model={},

@@ -11,9 +11,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import queue
+import re
 import socket
 import string
-from collections.abc import Iterator
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from model_repo_builder.build import BuildResult, build
 from model_repo_builder.runtime.server import TritonServer
 from model_repo_builder.spec import BuildSpec, LaunchSpec
+from model_repo_builder.templates.common.trb_runtime import IN_FLIGHT_METRIC
 from model_repo_builder.templates.seq2seq.generation import CROSS_CACHE_FILE
 
 # The flan-t5-small architecture (google/flan-t5-small config.json).
@@ -324,6 +330,10 @@ class Reference:
     def text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+    def endless_prompt(self, max_new_tokens: int) -> str:
+        """A prompt whose generation does not reach EOS within `max_new_tokens` (runs them all)."""
+        return next(p for p in PROMPTS if len(self.ids(p, max_new_tokens)) == max_new_tokens)
+
 
 def request_inputs(module: Any, prompts: list[str] | None, **parameters: tuple[str, list]) -> list:
     """PROMPT (unless `prompts` is None) and NAME=(datatype, values) inputs, each shaped [n, 1]."""
@@ -383,6 +393,61 @@ def stream(
     finally:
         client.stop_stream()
         client.close()
+
+
+# --- the in-flight gauge -------------------------------------------------------------------------
+
+
+def metric_values(metrics_url: str, name: str, model: str) -> dict[str, float]:
+    """`name`'s value per instance label for `model`, from a raw scrape."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") and f'model="{model}"' in line:
+            instance = re.search(r'instance="([^"]*)"', line)
+            values[instance.group(1) if instance else ""] = float(line.rsplit(" ", 1)[1])
+    return values
+
+
+def poll_in_flight(
+    server: TritonServer, model: str, until: Callable[[float], bool], limit_s: float = 60.0
+) -> float | None:
+    """The model's summed in-flight gauge once `until(value)` holds; the last value read at the
+    deadline (None: not exported). The stub reports it every 0.25 s: this polls, the caller decides."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        values = metric_values(server.metrics_url, IN_FLIGHT_METRIC, model)
+        value = sum(values.values()) if values else None
+        if (value is not None and until(value)) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def in_flight_under_load(
+    server: TritonServer, model: str, prompt: str, clients: int, max_new_tokens: int
+) -> tuple[float | None, float | None, list[int]]:
+    """(gauge read while `clients` keep long generations running, gauge once all are answered, the
+    number of ids of every answer). Each client sends again until the gauge read above 0 (or a
+    deadline), so the outcome does not depend on how long one generation takes on this machine."""
+    stop = threading.Event()
+    lengths: list[int] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            ids = generate(server, model, [prompt], MAX_NEW_TOKENS=("INT32", [max_new_tokens]))[1]
+            lengths.append(len(ids[0]))
+
+    with ThreadPoolExecutor(clients) as pool:
+        running = [pool.submit(client) for _ in range(clients)]
+        try:
+            during = poll_in_flight(server, model, lambda value: value > 0)
+        finally:
+            stop.set()
+        for future in running:
+            future.result()
+    after = poll_in_flight(server, model, lambda value: value == 0)
+    return during, after, lengths
 
 
 @pytest.fixture(scope="session")

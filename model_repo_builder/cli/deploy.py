@@ -106,9 +106,19 @@ def docker(
 @click.option("--min-replicas", type=int, default=None, help="Default 1; 0 needs --wake-query.")
 @click.option("--max-replicas", type=int, default=None, help="Default 2, or the --plan run's replica plan.")
 @click.option(
-    "--scale-up-queue", type=float, default=None, help="Queue depth per replica to scale up at (5)."
+    "--scale-up-queue",
+    type=float,
+    default=None,
+    help="Queue depth per replica to scale up at (5; --plan: the knee's). A text-generation repository "
+    "scales on requests in flight instead: per replica (default its decode width; --plan: the knee's "
+    "concurrency).",
 )
-@click.option("--scale-down-queue", type=float, default=None, help="Queue depth to scale down at (1).")
+@click.option(
+    "--scale-down-queue",
+    type=float,
+    default=None,
+    help="Queue depth (generation: requests in flight) to scale down at (1).",
+)
 @click.option(
     "--window", type=int, default=_DEFAULTS["window_s"], show_default=True, help="Stabilisation seconds."
 )

@@ -38,9 +38,14 @@ def command() -> None:
 @click.option("--min-replicas", type=int, help="Autoscaling lower bound (default 1).")
 @click.option("--max-replicas", type=int, help="Autoscaling upper bound (default: the run's replica plan).")
 @click.option(
-    "--scale-up-queue", type=float, help="Queue depth per replica to scale up at (default: the run's knee)."
+    "--scale-up-queue",
+    type=float,
+    help="Queue depth per replica to scale up at (default: the run's knee); a text-generation run "
+    "scales on requests in flight per replica (default: the knee's concurrency).",
 )
-@click.option("--scale-down-queue", type=float, help="KEDA activation threshold (default 1).")
+@click.option(
+    "--scale-down-queue", type=float, help="KEDA activation threshold, in the same metric (default 1)."
+)
 @click.option(
     "--window",
     "window_s",
@@ -76,6 +81,7 @@ def command() -> None:
 @click.option("--no-plot", is_flag=True, help="Skip simulation.png.")
 def simulate(run: Path, no_plot: bool, **options: object) -> None:
     """Replay a load through the service RUN measured, under trb's autoscaling rule."""
+    from model_repo_builder.deploy.autoscaling import IN_FLIGHT
     from model_repo_builder.plan.run import run_simulation
 
     outcome = run_simulation(SimulateSpec(run=run, plot=not no_plot, **options))  # type: ignore[arg-type]
@@ -107,10 +113,11 @@ def simulate(run: Path, no_plot: bool, **options: object) -> None:
     for name, value in rows:
         click.echo(f"  {name:16} {value}")
     if result.scaling:
-        click.echo(f"  {'t (s)':>8} {'replicas':>9} {'queue':>8}")
+        read = "in flight" if outcome.rule.metric == IN_FLIGHT else "queue"
+        click.echo(f"  {'t (s)':>8} {'replicas':>9} {read:>9}")
         for event in result.scaling:
             change = f"{event.replicas_from:>4} → {event.replicas_to:<2}"
-            click.echo(f"  {event.t_s:8.0f} {change} {event.queue_depth:8.1f}")
+            click.echo(f"  {event.t_s:8.0f} {change} {event.metric:9.1f}")
     if result.completed < result.requests:
         click.echo(
             f"warning: {result.requests - result.completed} requests never finished (overload)", err=True

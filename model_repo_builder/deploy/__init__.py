@@ -56,13 +56,15 @@ def _render(spec: DeploySpec, facts: RepositoryFacts, folder: Path) -> tuple[dic
         files["NOTES.md"] = notes.text
         return files, notes.highlights
     from model_repo_builder.deploy import kubernetes
-    from model_repo_builder.deploy.autoscaling import autoscaling
+    from model_repo_builder.deploy.autoscaling import IN_FLIGHT, QUEUE_DEPTH, autoscaling
     from model_repo_builder.deploy.plan import read_plan
     from model_repo_builder.deploy.sizing import resources
 
     plan = read_plan(spec.plan, facts) if spec.plan is not None else None
     sized = resources(facts, plan.peak_rss_bytes if plan else None, str(spec.plan or ""))
-    scaling = autoscaling(spec, plan)
+    scaling = autoscaling(
+        spec, plan, metric=IN_FLIGHT if facts.generates else QUEUE_DEPTH, decode_width=facts.decode_width
+    )
     files = kubernetes.render(spec, facts, sized, scaling)
     notes = kubernetes_notes(spec, facts, sized, scaling)
     files["NOTES.md"] = notes.text

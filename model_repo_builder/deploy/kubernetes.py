@@ -20,7 +20,7 @@ from typing import Any
 from model_repo_builder.deploy import yaml_text
 from model_repo_builder.deploy.autoscaling import POLLING_INTERVAL_S, Autoscaling
 from model_repo_builder.deploy.facts import RepositoryFacts
-from model_repo_builder.deploy.monitoring import queue_depth_query
+from model_repo_builder.deploy.monitoring import scaling_query
 from model_repo_builder.deploy.sizing import Resources, quantity
 from model_repo_builder.errors import SpecError
 from model_repo_builder.runtime.docker import CONTAINER_REPOSITORY, container_flags
@@ -268,17 +268,17 @@ def pod_disruption_budget(spec: DeploySpec, facts: RepositoryFacts) -> dict[str,
 
 
 def scaled_object(spec: DeploySpec, facts: RepositoryFacts, scaling: Autoscaling) -> dict[str, Any]:
-    """The KEDA ScaledObject: replicas from Triton's queue depth, summed over the pods."""
+    """The KEDA ScaledObject: replicas from queue depth (generation: requests in flight), over the pods."""
     name = resource_name(facts.name)
     target = name if spec.plain else f"{name}-predictor"
     triggers: list[dict[str, Any]] = [
         {
             "type": "prometheus",
-            "name": "queue-depth",
+            "name": scaling.metric.replace("_", "-"),
             "metricType": "AverageValue",
             "metadata": {
                 "serverAddress": spec.prometheus_url,
-                "query": queue_depth_query(facts, spec.namespace),
+                "query": scaling_query(facts, spec.namespace),
                 "threshold": f"{scaling.scale_up_queue:g}",
                 "activationThreshold": f"{scaling.scale_down_queue:g}",
             },

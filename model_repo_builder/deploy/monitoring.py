@@ -15,6 +15,10 @@ and the KEDA query use. Notes on what they mean:
   queue depth is `nv_inference_pending_request_count` plus trb's gauge `trb_queue_depth` (one series
   per model instance; models without trb's queue have none, hence `or vector(0)`). Triton's queue and
   compute durations of those models end when execute() returns, before the answer is computed.
+- trb's generation template takes each request out of Triton's queue into its running decode batch
+  at once (continuous batching), so Triton's queue stays near empty however loaded it is; it exports
+  `trb_requests_in_flight` (one series per model instance: requests taken and not yet answered), and
+  a generation repository scales on that plus Triton's pending count.
 - `nv_inference_request_failure` counts what Triton itself fails (rejected by a full queue,
   cancelled, backend errors). An error response a python-backend model returns for a bad input (trb's
   400 for empty text) is a success for Triton's counters, as measured on 2.51.
@@ -27,6 +31,7 @@ import re
 from typing import Any
 
 from model_repo_builder.deploy.facts import RepositoryFacts
+from model_repo_builder.templates.common.trb_runtime import IN_FLIGHT_METRIC
 
 QUEUE_DEPTH_METRIC = "nv_inference_pending_request_count"
 TRB_QUEUE_DEPTH_METRIC = "trb_queue_depth"  # templates/common/trb_runtime.py QUEUE_DEPTH_METRIC
@@ -47,6 +52,18 @@ def queue_depth_query(facts: RepositoryFacts, namespace: str) -> str:
     selector = f'namespace="{namespace}",{model_matcher(facts.model_names)}'
     trb_queue = f"(sum({TRB_QUEUE_DEPTH_METRIC}{{{selector}}}) or vector(0))"
     return f"sum({QUEUE_DEPTH_METRIC}{{{selector}}}) + {trb_queue}"
+
+
+def in_flight_query(facts: RepositoryFacts, namespace: str) -> str:
+    """Requests the repository's models hold (taken or still in Triton's queue), over every pod."""
+    selector = f'namespace="{namespace}",{model_matcher(facts.model_names)}'
+    in_flight = f"(sum({IN_FLIGHT_METRIC}{{{selector}}}) or vector(0))"
+    return f"sum({QUEUE_DEPTH_METRIC}{{{selector}}}) + {in_flight}"
+
+
+def scaling_query(facts: RepositoryFacts, namespace: str) -> str:
+    """What the ScaledObject reads: requests in flight for a generation repository, else queue depth."""
+    return in_flight_query(facts, namespace) if facts.generates else queue_depth_query(facts, namespace)
 
 
 def prometheus_config(target: str, repository: str) -> dict[str, Any]:
@@ -143,7 +160,12 @@ def dashboard_queries(facts: RepositoryFacts) -> dict[str, list[tuple[str, str]]
         "Instance utilisation": utilisation,
         "Pending requests (queue depth)": [
             (f"sum by (model) ({QUEUE_DEPTH_METRIC}{{{selector}}})", "{{model}} Triton"),
-            (f"sum by (model) ({TRB_QUEUE_DEPTH_METRIC}{{{selector}}})", "{{model}} trb"),
+            # The encoder templates' own queue; the generation template has none (it runs what it takes).
+            *(
+                []
+                if facts.generates
+                else [(f"sum by (model) ({TRB_QUEUE_DEPTH_METRIC}{{{selector}}})", "{{model}} trb")]
+            ),
         ],
         "Failures": [
             (
@@ -156,11 +178,17 @@ def dashboard_queries(facts: RepositoryFacts) -> dict[str, list[tuple[str, str]]
             ("max(nv_cpu_memory_used_bytes) / max(nv_cpu_memory_total_bytes)", "memory used"),
         ],
     }
+    if facts.generates:
+        queries[_IN_FLIGHT_PANEL] = [
+            (f"sum by (model) ({IN_FLIGHT_METRIC}{{{selector}}})", "{{model}} in flight"),
+            (f"max by (model) ({IN_FLIGHT_METRIC}{{{selector}}})", "{{model}} busiest instance"),
+        ]
     if facts.gpu:  # exported only with --allow-gpu-metrics on a machine with GPUs (not checked live here)
         queries["GPU utilisation"] = [("max by (gpu_uuid) (nv_gpu_utilization)", "{{gpu_uuid}}")]
     return queries
 
 
+_IN_FLIGHT_PANEL = "Requests in flight (generation)"
 _UNITS = {
     "Throughput": ("reqps", "Successful requests and inferences (batch items) per second."),
     "Request latency p50 / p99 (worst pod)": (
@@ -173,7 +201,15 @@ _UNITS = {
         "percentunit",
         "Share of time the model's instances are executing (compute time per request × executions/s).",
     ),
-    "Pending requests (queue depth)": ("short", "Requests waiting for an instance: what KEDA scales on."),
+    "Pending requests (queue depth)": (
+        "short",
+        "Requests waiting for an instance: what KEDA scales on (generation models: plus requests in flight).",
+    ),
+    _IN_FLIGHT_PANEL: (
+        "short",
+        "Requests a generation model's instances took and have not answered yet (decoding, or waiting "
+        "for a place in the decode batch), over every pod; with Triton's pending count, what KEDA scales on.",
+    ),
     "Failures": ("reqps", "Requests Triton failed, by reason (REJECTED: queue full, answered 503)."),
     "Server CPU and memory": ("percentunit", "The server machine's CPU utilisation and memory in use."),
     "GPU utilisation": ("percentunit", "Utilisation of each GPU the server sees."),

@@ -72,12 +72,18 @@ def kubernetes_notes(
         resources.basis,
         f"shared memory {resources.shm_bytes // MIB} MiB (a memory volume, added to the memory limit)",
     ]
+    counted = "requests in flight" if facts.generates else "waiting requests"
     scaling_lines = [
-        f"replicas {scaling.min_replicas}–{scaling.max_replicas}; KEDA keeps ceil(queue depth / "
+        f"replicas {scaling.min_replicas}–{scaling.max_replicas}; KEDA keeps ceil({scaling.metric_label} / "
         f"{scaling.scale_up_queue:g}) replicas, deactivates at or below {scaling.scale_down_queue:g} "
-        f"waiting requests, {scaling.window_s} s stabilisation window",
+        f"{counted}, {scaling.window_s} s stabilisation window",
         *scaling.basis,
     ]
+    metrics = (
+        "`nv_inference_pending_request_count` + `trb_requests_in_flight`, requests in flight"
+        if facts.generates
+        else "`nv_inference_pending_request_count` + `trb_queue_depth`, queue depth"
+    )
     storage_hint = (
         f"storageUri {uri}: the default claim; copy the repository into it, or pass --storage-uri"
         if spec.storage_uri is None
@@ -102,7 +108,7 @@ Written by `trb deploy k8s`: {kind}, a PodDisruptionBudget and a KEDA ScaledObje
 Sizing:
 {_bullets(sizing)}
 
-Autoscaling (`scaledobject.yaml`, query on `nv_inference_pending_request_count` + `trb_queue_depth`):
+Autoscaling (`scaledobject.yaml`, query on {metrics}):
 {_bullets(scaling_lines)}
 
 - {storage_hint}

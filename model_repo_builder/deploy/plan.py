@@ -34,6 +34,7 @@ class MeasuredPlan:
     replicas: int | None  # replicas for the run's --target-qps; None when it had no target
     target_qps: float | None
     peak_rss_bytes: int | None  # None for runs made before trb recorded the server's memory
+    generates: bool = False  # a text-generation model (the run counted tokens per request)
 
 
 def _best(results: dict[str, Any], run: Path) -> dict[str, Any]:
@@ -85,6 +86,11 @@ def _knee(best: dict[str, Any], run: Path) -> tuple[dict[str, Any], dict[str, An
     return knee, level
 
 
+def run_generates(run: Path) -> bool:
+    """Whether a sweep run measured a text-generation model (it counted tokens per request)."""
+    return "generation" in load_results(run)
+
+
 def read_plan(run: Path, facts: RepositoryFacts) -> MeasuredPlan:
     """Read a sweep run folder (or its results.json) measured on this repository.
 
@@ -127,4 +133,5 @@ def read_run(run: Path) -> MeasuredPlan:
         replicas=int(plan["replicas"]) if plan.get("replicas") else None,
         target_qps=float(plan["target_qps"]) if plan.get("target_qps") else None,
         peak_rss_bytes=max(rss) if rss else None,
+        generates="generation" in results,
     )

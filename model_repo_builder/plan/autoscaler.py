@@ -1,8 +1,9 @@
 """The autoscaling rule `trb deploy k8s` renders, as a decision the simulation takes at every poll.
 
-The ScaledObject (`deploy/kubernetes.py`) gives KEDA one Prometheus trigger on the summed queue depth,
-metric type AverageValue, so the HorizontalPodAutoscaler it creates decides as Kubernetes' HPA does
-(pkg/controller/podautoscaler, defaults unchanged by trb):
+The ScaledObject (`deploy/kubernetes.py`) gives KEDA one Prometheus trigger on the summed queue depth
+(text-generation repositories: the summed requests in flight; the rule's `metric`, which the
+"depths" below stand for), metric type AverageValue, so the HorizontalPodAutoscaler it creates
+decides as Kubernetes' HPA does (pkg/controller/podautoscaler, defaults unchanged by trb):
 
 - every poll (KEDA's `pollingInterval`, 15 s, which is also the HPA's sync period) the raw
   recommendation is `ceil(total queue depth / scale-up depth)` — unless the usage ratio
@@ -25,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from model_repo_builder.deploy.autoscaling import POLLING_INTERVAL_S, Autoscaling
+from model_repo_builder.deploy.autoscaling import METRIC_LABELS, POLLING_INTERVAL_S, QUEUE_DEPTH, Autoscaling
 from model_repo_builder.errors import SpecError
 from model_repo_builder.plan.spec import DEFAULT_STARTUP_S
 
@@ -41,11 +42,12 @@ class ScalingRule:
 
     min_replicas: int
     max_replicas: int
-    scale_up_queue: float  # KEDA's threshold: queue depth per replica the HPA aims at
+    scale_up_queue: float  # KEDA's threshold: the metric per replica the HPA aims at
     scale_down_queue: float  # KEDA's activation threshold
     window_s: float
     polling_s: float = float(POLLING_INTERVAL_S)
     startup_s: float = DEFAULT_STARTUP_S
+    metric: str = QUEUE_DEPTH  # what the autoscaler reads: queue depth or requests in flight
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.max_replicas < max(1, self.min_replicas):
@@ -63,6 +65,8 @@ class ScalingRule:
                 raise SpecError(f"`{flag}` must be ≥ 0 seconds, got {value!r}")
         if not self.polling_s > 0:
             raise SpecError(f"`--polling` must be > 0 seconds, got {self.polling_s!r}")
+        if self.metric not in METRIC_LABELS:
+            raise ValueError(f"unknown scaling metric {self.metric!r}")
 
     @property
     def fixed(self) -> bool:
@@ -80,6 +84,7 @@ class ScalingRule:
             window_s=float(scaling.window_s),
             polling_s=polling_s,
             startup_s=startup_s,
+            metric=scaling.metric,
         )
 
     def describe(self) -> str:
@@ -87,7 +92,7 @@ class ScalingRule:
         if self.fixed:
             return f"{self.min_replicas} replica(s), fixed"
         return (
-            f"{self.min_replicas}–{self.max_replicas} replicas, scale up at queue depth "
+            f"{self.min_replicas}–{self.max_replicas} replicas, scale up at {METRIC_LABELS[self.metric]} "
             f"{self.scale_up_queue:g} per replica, activation {self.scale_down_queue:g}, "
             f"{self.window_s:g} s window, {self.polling_s:g} s polling, {self.startup_s:g} s start-up"
         )
@@ -104,20 +109,20 @@ class Autoscaler:
         self._recommendations = [(-k * rule.polling_s, rule.min_replicas) for k in range(polls_before, 0, -1)]
         self._last_active_s = 0.0
 
-    def decide(self, now_s: float, queue_depth: float, replicas: int) -> int:
-        """Replicas wanted after a poll at `now_s` that read `queue_depth` with `replicas` running."""
+    def decide(self, now_s: float, value: float, replicas: int) -> int:
+        """Replicas wanted after a poll at `now_s` that read the metric at `value` with `replicas` running."""
         rule = self.rule
         if rule.fixed:
             return rule.min_replicas
-        active = queue_depth > rule.scale_down_queue
+        active = value > rule.scale_down_queue
         if active:
             self._last_active_s = now_s
         if replicas == 0:
             return max(1, rule.min_replicas) if active else 0
         if not active and rule.min_replicas == 0:
             return 0 if now_s - self._last_active_s >= rule.window_s else replicas
-        ratio = queue_depth / (replicas * rule.scale_up_queue)
-        raw = replicas if abs(ratio - 1) <= HPA_TOLERANCE else math.ceil(queue_depth / rule.scale_up_queue)
+        ratio = value / (replicas * rule.scale_up_queue)
+        raw = replicas if abs(ratio - 1) <= HPA_TOLERANCE else math.ceil(value / rule.scale_up_queue)
         self._recommendations.append((now_s, raw))
         cutoff = now_s - rule.window_s
         self._recommendations = [(t, r) for t, r in self._recommendations if t > cutoff or t == now_s]

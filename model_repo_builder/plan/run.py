@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from model_repo_builder import __version__
-from model_repo_builder.deploy.autoscaling import autoscaling
-from model_repo_builder.deploy.plan import read_run
+from model_repo_builder.deploy.autoscaling import IN_FLIGHT, QUEUE_DEPTH, autoscaling
+from model_repo_builder.deploy.plan import read_run, run_generates
 from model_repo_builder.plan.autoscaler import ScalingRule
 from model_repo_builder.plan.service import ServiceCurve, read_curve
 from model_repo_builder.plan.simulate import SimulationResult, simulate
@@ -38,7 +38,10 @@ class SimulationOutcome:
 
 
 def scaling_rule(spec: SimulateSpec) -> tuple[ScalingRule, tuple[str, ...]]:
-    """The rule `trb deploy k8s --plan RUN_DIR` would render with the same flags (or a fixed count)."""
+    """The rule `trb deploy k8s --plan RUN_DIR` would render with the same flags (or a fixed count).
+
+    A text-generation run scales on requests in flight, as `trb deploy k8s` scales its repository.
+    """
     if spec.replicas is not None:
         rule = ScalingRule(
             min_replicas=spec.replicas,
@@ -51,7 +54,8 @@ def scaling_rule(spec: SimulateSpec) -> tuple[ScalingRule, tuple[str, ...]]:
         )
         return rule, (f"{spec.replicas} replica(s) fixed by --replicas",)
     needs_run = spec.scale_up_queue is None or spec.max_replicas is None
-    scaling = autoscaling(spec, read_run(spec.run) if needs_run else None)
+    metric = IN_FLIGHT if run_generates(spec.run) else QUEUE_DEPTH
+    scaling = autoscaling(spec, read_run(spec.run) if needs_run else None, metric=metric)
     return ScalingRule.from_autoscaling(scaling, spec.startup_s, spec.polling_s), scaling.basis
 
 
@@ -85,7 +89,7 @@ def run_simulation(spec: SimulateSpec) -> SimulationOutcome:
     with atomic_directory(folder) as staging:
         (staging / "simulation.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         if spec.plot:
-            _plot(result, staging / "simulation.png")
+            _plot(result, staging / "simulation.png", in_flight=rule.metric == IN_FLIGHT)
     return SimulationOutcome(folder=folder, result=result, curve=curve, rule=rule, basis=basis)
 
 
@@ -96,7 +100,7 @@ def _default_folder(run: Path, trace: Trace) -> Path:
     return base / "simulations" / f"{stamp}-{slug}"
 
 
-def _plot(result: SimulationResult, path: Path) -> None:
+def _plot(result: SimulationResult, path: Path, in_flight: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,8 +112,11 @@ def _plot(result: SimulationResult, path: Path) -> None:
     top.step(t, [p.replicas for p in points], where="post", label="replicas", color="tab:blue")
     top.set_ylabel("replicas")
     depth = top.twinx()
-    depth.plot(t, [p.queue_depth for p in points], color="tab:orange", label="queue depth")
-    depth.set_ylabel("queue depth")
+    # The metric the autoscaler read: queue depth, or (generation) the requests in flight.
+    label = "requests in flight" if in_flight else "queue depth"
+    values = [p.in_system if in_flight else p.queue_depth for p in points]
+    depth.plot(t, values, color="tab:orange", label=label)
+    depth.set_ylabel(label)
     top.set_title(result.trace[:100])
     bottom.plot(t, [p.completed_rps for p in points], color="tab:green", label="completed req/s")
     bottom.set_ylabel("req/s")

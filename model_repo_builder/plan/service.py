@@ -22,7 +22,9 @@ how far it lands from real replays.
 The queue depth the autoscaler reads (Triton's `nv_inference_pending_request_count`: requests not
 yet executing) is, at `n` in the replica, the depth the sweep saw at concurrency `n` by Little's law
 (throughput × the server's queue time, as `deploy/plan.py` computes it at the knee); past the last
-level every extra request waits.
+level every extra request waits. A text-generation run (`generates`: the sweep counted tokens per
+request) is autoscaled on the requests in the replica instead — continuous batching keeps its queue
+empty — which the simulation counts directly.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class ServiceCurve:
     source: str
     config: str
     levels: tuple[ServiceLevel, ...]  # ascending concurrency, at least one
+    generates: bool = False  # a text-generation model: autoscaled on requests in flight
 
     def __post_init__(self) -> None:
         if not self.levels:
@@ -115,6 +118,7 @@ class ServiceCurve:
             "source": self.source,
             "config": self.config,
             "capacity_rps": self.capacity_rps,
+            "generates": self.generates,
             "levels": [
                 {
                     "concurrency": level.concurrency,
@@ -182,4 +186,5 @@ def read_curve(run: Path, config: str | None = None) -> ServiceCurve:
         source=str(run),
         config=str(name),
         levels=tuple(_level(by_load[load]) for load in sorted(by_load)),
+        generates="generation" in results,
     )

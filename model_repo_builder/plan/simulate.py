@@ -7,7 +7,8 @@ a virtual clock — the work every request in a replica has received so far, whi
 
 A request goes to the ready replicas round-robin (as the validation's client does; a Kubernetes
 Service spreads connections about evenly). While no replica is ready it waits at the ingress, and
-its latency counts that wait. The autoscaler (`autoscaler.py`) polls the summed queue depth; a new
+its latency counts that wait. The autoscaler (`autoscaler.py`) polls the summed queue depth (for a
+text-generation run the requests in the system: in the replicas or waiting at the ingress); a new
 replica is ready after the start-up delay and is paid for from the moment it is asked for; a
 removed one takes no new requests, finishes the ones it has, and is paid for until then.
 
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from model_repo_builder.deploy.autoscaling import IN_FLIGHT
 from model_repo_builder.errors import SpecError
 from model_repo_builder.perf.analysis import LatencySummary, latency_summary
 from model_repo_builder.plan.autoscaler import Autoscaler, ScalingRule
@@ -67,6 +69,7 @@ class ScalingEvent:
     replicas_from: int
     replicas_to: int
     queue_depth: float
+    metric: float  # what the autoscaler read: the queue depth, or the requests in flight
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -254,14 +257,24 @@ class _Simulation:
     def queue_depth(self, now: float) -> float:
         return sum(self.curve.queue_depth(r.n) for r in self.ready_replicas(now)) + len(self.ingress)
 
+    def scaling_metric(self, now: float) -> float:
+        """What the autoscaler reads: the queue depth, or every request in flight (draining replicas too)."""
+        return float(self.in_system) if self.rule.metric == IN_FLIGHT else self.queue_depth(now)
+
     def scale(self, now: float) -> None:
         asked = [r for r in self.replicas if r.removed_s is None]
-        depth = self.queue_depth(now)
-        wanted = self.autoscaler.decide(now, depth, len(asked))
+        value = self.scaling_metric(now)
+        wanted = self.autoscaler.decide(now, value, len(asked))
         if wanted == len(asked):
             return
         self.scaling.append(
-            ScalingEvent(t_s=now, replicas_from=len(asked), replicas_to=wanted, queue_depth=depth)
+            ScalingEvent(
+                t_s=now,
+                replicas_from=len(asked),
+                replicas_to=wanted,
+                queue_depth=self.queue_depth(now),
+                metric=value,
+            )
         )
         for _ in range(wanted - len(asked)):
             self.add_replica(now, now + self.rule.startup_s)

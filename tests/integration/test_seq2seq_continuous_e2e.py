@@ -21,6 +21,7 @@ from seq2seq_fixtures import (  # noqa: F401  (fixtures)
     PROMPTS,
     Reference,
     generate,
+    in_flight_under_load,
     launch_spec,
     session_build,
     small_reference,
@@ -91,7 +92,7 @@ def test_a_short_request_sent_during_a_long_one_finishes_first(
     # allowed generation; the short one is sent only once the server reports the long one reached the
     # model (it is then queued for, or in, the running batch). The short needs 3 decode steps, the long
     # hundreds more: no scheduling delay on 2 busy cores spans that margin, and no sleep decides it.
-    long_prompt = next(p for p in PROMPTS if len(small_reference.ids(p, LONG_TOKENS)) == LONG_TOKENS)
+    long_prompt = small_reference.endless_prompt(LONG_TOKENS)
     long_prompts = [long_prompt] * 4
     finished: list[str] = []
     before = _executions(continuous_server, MODEL)
@@ -109,6 +110,19 @@ def test_a_short_request_sent_during_a_long_one_finishes_first(
         assert short_ids == [small_reference.ids(PROMPTS[2], 3)]
         assert long_ids.result() == [small_reference.ids(long_prompt, LONG_TOKENS)] * len(long_prompts)
     assert finished == ["short", "long"]
+
+
+def test_requests_in_flight_are_exported_while_they_generate_and_zero_once_answered(
+    continuous_server: TritonServer, small_reference: Reference
+) -> None:
+    # The gauge an autoscaler reads for this model: continuous batching keeps Triton's queue empty.
+    clients = 3
+    during, after, lengths = in_flight_under_load(
+        continuous_server, MODEL, small_reference.endless_prompt(LONG_TOKENS), clients, LONG_TOKENS
+    )
+    assert during is not None and 0 < during <= clients  # one per request taken, never more
+    assert after == 0  # every answered request left the count
+    assert lengths and set(lengths) == {LONG_TOKENS}  # each ran to its limit: EOS was never reached
 
 
 def test_a_bad_request_is_rejected_and_the_loop_keeps_serving(

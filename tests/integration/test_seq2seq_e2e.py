@@ -27,6 +27,7 @@ from seq2seq_fixtures import (  # noqa: F401  (fixtures)
     Reference,
     flan_t5_small_arch,
     generate,
+    in_flight_under_load,
     launch_spec,
     request_inputs,
     session_build,
@@ -86,6 +87,18 @@ def test_single_requests_equal_hf_generate(
         assert ids == [expected], prompt
         assert texts == [small_reference.text(expected)]
         assert texts[0].strip()
+
+
+def test_request_batching_exports_the_requests_it_generates_as_in_flight(
+    small_server: TritonServer, small_reference: Reference
+) -> None:
+    limit = 256
+    during, after, lengths = in_flight_under_load(
+        small_server, "t5-small", small_reference.endless_prompt(limit), 3, limit
+    )
+    assert during is not None and 0 < during <= 3
+    assert after == 0
+    assert lengths and set(lengths) == {limit}
 
 
 def test_concurrent_requests_of_different_lengths_are_batched_and_exact(

@@ -294,7 +294,12 @@ def test_scaled_object_validates_against_keda_and_carries_the_flags(repository: 
 
 
 def _results(
-    run: Path, *, model: str = "minilm", replicas: int | None = 3, settings: dict[str, Any] | None = None
+    run: Path,
+    *,
+    model: str = "minilm",
+    replicas: int | None = 3,
+    settings: dict[str, Any] | None = None,
+    generation: bool = False,
 ) -> Path:
     levels = [
         {"mode": "concurrency", "load": 4.0, "throughput_rps": 200.0, "p99_ms": 30.0,
@@ -318,6 +323,8 @@ def _results(
         "plan": {"target_qps": 600.0, "replicas": replicas} if replicas else None,
         "summary": "",
     }
+    if generation:  # what `trb sweep` adds for a text-generation model
+        results["generation"] = {"tokens_per_request": 64.0}
     run.mkdir(parents=True)
     (run / "results.json").write_text(json.dumps(results), encoding="utf-8")
     return run
@@ -350,6 +357,76 @@ def test_a_sweep_run_of_another_configuration_is_refused(repository: Path, tmp_p
         _render(repository, tmp_path, "k8s", plan=_results(tmp_path / "r2", settings={"instances": 4}))
     with pytest.raises(SpecError, match="--target-qps"):
         _render(repository, tmp_path, "k8s", plan=_results(tmp_path / "r3", replicas=None))
+
+
+# --- text generation: requests in flight ---------------------------------------------------------------
+
+
+@pytest.fixture()
+def generation_repository(tmp_path: Path) -> Path:
+    # 2 instances × 16 prompts decoded at once; the streaming variant reads the same weights.
+    return make_repository(tmp_path / "repos", "t5", instances=2, max_batch_size=16, generation=True)
+
+
+def _trigger(folder: Path) -> dict[str, Any]:
+    scaled = _load(folder, "scaledobject.yaml")
+    _validate_keda(scaled)
+    (trigger,) = scaled["spec"]["triggers"]
+    return trigger
+
+
+def test_a_generation_repository_scales_on_requests_in_flight_at_its_decode_width(
+    generation_repository: Path, tmp_path: Path
+) -> None:
+    facts = read_repository(generation_repository)
+    assert facts.generates and facts.decode_width == 32  # the streaming variant adds no width
+    folder = _render(generation_repository, tmp_path, "k8s")
+    trigger = _trigger(folder)
+    assert trigger["name"] == "in-flight"
+    assert promql_metric_names(trigger["metadata"]["query"]) == {
+        "nv_inference_pending_request_count",
+        "trb_requests_in_flight",
+    }
+    assert 'model=~"t5|t5_stream"' in trigger["metadata"]["query"]
+    assert (trigger["metadata"]["threshold"], trigger["metadata"]["activationThreshold"]) == ("32", "1")
+    notes = (folder / "NOTES.md").read_text()
+    assert "trb_requests_in_flight" in notes and "not on queue depth" in notes
+    assert "decode width" in notes
+    # An encoder repository still scales on queue depth.
+    encoder = _trigger(_render(make_repository(tmp_path / "enc"), tmp_path / "e", "k8s"))
+    assert encoder["name"] == "queue-depth" and "trb_requests_in_flight" not in encoder["metadata"]["query"]
+
+
+def test_with_a_sweep_run_a_generation_repository_scales_up_at_the_knee_concurrency(
+    generation_repository: Path, tmp_path: Path
+) -> None:
+    run = _results(tmp_path / "runs" / "t5", model="t5", generation=True)
+    folder = _render(generation_repository, tmp_path, "k8s", plan=run)
+    trigger = _trigger(folder)
+    # The knee is at concurrency 8 (not the queue depth there: 250 req/s × 14 ms = 3.5).
+    assert trigger["metadata"]["threshold"] == "8"
+    assert "trb_requests_in_flight" in trigger["metadata"]["query"]
+    assert "concurrency 8" in (folder / "NOTES.md").read_text()
+    explicit = _trigger(_render(generation_repository, tmp_path / "b", "k8s", plan=run, scale_up_queue=5))
+    assert explicit["metadata"]["threshold"] == "5"
+
+
+def test_a_generation_dashboard_plots_requests_in_flight_instead_of_trb_queue(
+    generation_repository: Path,
+) -> None:
+    facts = read_repository(generation_repository)
+    used = set().union(
+        *(promql_metric_names(expr) for expr in dashboard_expressions(grafana_dashboard(facts)))
+    )
+    assert "trb_requests_in_flight" in used and "trb_queue_depth" not in used
+    titles = [panel["title"] for panel in grafana_dashboard(facts)["panels"]]
+    assert "Requests in flight (generation)" in titles
+
+
+def test_a_generation_repository_built_before_the_in_flight_gauge_is_refused(tmp_path: Path) -> None:
+    older = make_repository(tmp_path / "repos", "t5", generation=True, runtime_text='"""older"""\n')
+    with pytest.raises(DeployError, match="trb_requests_in_flight.*rebuild the repository"):
+        _render(older, tmp_path, "k8s")
 
 
 # --- what is refused ---------------------------------------------------------------------------------

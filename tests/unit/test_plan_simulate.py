@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from model_repo_builder.cli import main
-from model_repo_builder.deploy.autoscaling import POLLING_INTERVAL_S, autoscaling
+from model_repo_builder.deploy.autoscaling import IN_FLIGHT, POLLING_INTERVAL_S, autoscaling
 from model_repo_builder.deploy.plan import read_run
 from model_repo_builder.errors import SpecError
 from model_repo_builder.plan.autoscaler import Autoscaler, ScalingRule
@@ -38,8 +38,8 @@ def _level(concurrency: int, throughput: float, queue_depth: float = 0.0) -> Ser
     )
 
 
-def _curve(*levels: ServiceLevel) -> ServiceCurve:
-    return ServiceCurve(source="test", config="as-built", levels=levels)
+def _curve(*levels: ServiceLevel, generates: bool = False) -> ServiceCurve:
+    return ServiceCurve(source="test", config="as-built", levels=levels, generates=generates)
 
 
 SINGLE = _curve(_level(1, MU), _level(2, MU, queue_depth=1.0))  # one server of rate MU
@@ -144,7 +144,9 @@ def test_the_rate_is_interpolated_from_zero_and_flat_past_the_last_level() -> No
     assert [dip.rate(n) for n in (2, 3, 4, 6, 8, 16, 64)] == pytest.approx([90, 90, 90, 105, 120, 120, 120])
 
 
-def _run_folder(path: Path, loads: tuple[int, ...] = (1, 4, 8), replicas: int | None = 3) -> Path:
+def _run_folder(
+    path: Path, loads: tuple[int, ...] = (1, 4, 8), replicas: int | None = 3, generation: bool = False
+) -> Path:
     rng = np.random.default_rng(0)
     levels = []
     for load in loads:
@@ -179,6 +181,8 @@ def _run_folder(path: Path, loads: tuple[int, ...] = (1, 4, 8), replicas: int | 
         "plan": {"target_qps": 200.0, "replicas": replicas} if replicas else None,
         "summary": "",
     }
+    if generation:  # what `trb sweep` adds for a text-generation model
+        results["generation"] = {"tokens_per_request": 64.0}
     path.mkdir(parents=True)
     (path / "results.json").write_text(json.dumps(results), encoding="utf-8")
     return path
@@ -211,6 +215,44 @@ def test_autoscaling_comes_from_the_run_as_trb_deploy_k8s_takes_it(tmp_path: Pat
     assert rule.max_replicas == rendered.max_replicas == 3
     assert rule.min_replicas == 1 and rule.polling_s == POLLING_INTERVAL_S
     assert basis == rendered.basis
+
+
+def test_a_generation_run_scales_on_requests_in_flight_at_its_knee_concurrency(tmp_path: Path) -> None:
+    run = _run_folder(tmp_path / "run", generation=True)
+    assert read_curve(run).generates and not read_curve(_run_folder(tmp_path / "encoder")).generates
+    spec = SimulateSpec(run=run, traces=("constant:rate=10,duration=10",))
+    rule, basis = scaling_rule(spec)
+    rendered = autoscaling(spec, read_run(run), metric=IN_FLIGHT)  # what `trb deploy k8s --plan` resolves
+    # The knee is at concurrency 4: a replica holding 4 requests still bought throughput.
+    assert rule.metric == rendered.metric == IN_FLIGHT
+    assert rule.scale_up_queue == rendered.scale_up_queue == 4
+    assert basis == rendered.basis and "concurrency 4" in basis[0]
+    assert "requests in flight 4 per replica" in rule.describe()
+    given = scaling_rule(SimulateSpec(run=run, traces=spec.traces, scale_up_queue=6, max_replicas=5))[0]
+    assert (given.metric, given.scale_up_queue) == (IN_FLIGHT, 6)  # the run still says what it measured
+
+
+# A continuous-batching replica as bench/results/simulate.md measured it: throughput grows to 32
+# requests in the replica and nothing ever waits in Triton's queue.
+CONTINUOUS = _curve(_level(1, 1.7), _level(8, 6.4), _level(16, 7.4), _level(32, 8.9), generates=True)
+
+
+def test_a_continuous_batching_replica_scales_on_requests_in_flight_where_queue_depth_never_moves() -> None:
+    trace = parse_trace(["users:count=20,duration=600"])
+    queue_rule = _rule(max_replicas=8, scale_up_queue=2.0)
+    in_flight_rule = _rule(max_replicas=8, scale_up_queue=8.0, metric=IN_FLIGHT)
+    by_queue = simulate(trace, CONTINUOUS, queue_rule, seed=4)
+    by_in_flight = simulate(trace, CONTINUOUS, in_flight_rule, seed=4)
+    assert by_queue.replicas_max == 1 and not by_queue.scaling
+    # 20 users hold 20 requests from t = 0: ceil(20 / 8) = 3 replicas once the polls of a whole
+    # window (-15 s, 45 s] agreed.
+    first = by_in_flight.scaling[0]
+    assert (first.t_s, first.replicas_from, first.replicas_to, first.metric) == (45.0, 1, 3, 20.0)
+    assert first.queue_depth == 0.0
+    assert by_in_flight.replicas_max == 3
+    assert by_in_flight.throughput_rps > 1.5 * by_queue.throughput_rps
+    assert by_in_flight.latency is not None and by_queue.latency is not None
+    assert by_in_flight.latency.p50_ms < by_queue.latency.p50_ms
 
 
 # --- the autoscaler -------------------------------------------------------------------------------

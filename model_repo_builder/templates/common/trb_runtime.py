@@ -6,6 +6,7 @@ visible to the stub); unit tests import it from the trb package. No Triton impor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -17,8 +18,8 @@ for _entry in os.environ.get("TRB_PYTHONPATH", "").split(os.pathsep):
     if _entry and _entry not in sys.path:
         sys.path.append(_entry)
 
-from collections.abc import Iterator, Sequence  # noqa: E402
-from typing import Any  # noqa: E402
+from collections.abc import Callable, Iterator, Sequence  # noqa: E402
+from typing import Any, NamedTuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -441,6 +442,8 @@ def encoder_runtime(onnx_path: str, tokenizer_path: str, settings: Any) -> tuple
 
 QUEUE_DEPTH_METRIC = "trb_queue_depth"
 ANSWERED_METRIC = "trb_answered_requests"  # per instance: shows how Triton spreads requests over them
+# The generation template's requests taken and not yet answered (running, or waiting for a decode slot).
+IN_FLIGHT_METRIC = "trb_requests_in_flight"
 
 
 class AdmissionQueue:
@@ -600,13 +603,25 @@ class TritonAdmission:
             name=f"trb-admission-{args.get('model_instance_name', self.model)}",
         )
         self.answered = 0  # requests the worker computed an answer for
-        # Triton drops a metric whose family object is gone: the families live as long as this object.
-        self._families, self._gauge, self._counter = _admission_metrics(
-            self.model, args.get("model_instance_name", "")
+        self.metrics = InstanceMetrics(
+            model=self.model,
+            instance=args.get("model_instance_name", ""),
+            metrics=(
+                InstanceMetric(
+                    name=QUEUE_DEPTH_METRIC,
+                    description="Requests waiting in trb's own queue of a model instance (not yet batched)",
+                    kind="gauge",
+                    read=lambda: self.queue.depth,
+                ),
+                InstanceMetric(
+                    name=ANSWERED_METRIC,
+                    description="Requests a model instance's trb worker computed an answer for",
+                    kind="counter",
+                    read=lambda: self.answered,
+                ),
+            ),
+            thread_name="trb-queue-depth",
         )
-        self._stop = threading.Event()
-        self._reporter = threading.Thread(target=self._report_depth, name="trb-queue-depth", daemon=True)
-        self._reporter.start()
         self._outbox: queue.SimpleQueue[list[tuple[Admitted, Any]] | None] = queue.SimpleQueue()
         self._sender = threading.Thread(target=self._send, name="trb-responses", daemon=True)
         self._sender.start()
@@ -677,22 +692,9 @@ class TritonAdmission:
             except Exception as send_error:
                 pb_utils.Logger.log_error(f"could not send a response: {send_error!r}")
 
-    def _report_depth(self, interval_s: float = 0.25) -> None:
-        """Keep the metrics current (each update is a message to the server: not one per request)."""
-        last_depth, reported = -1, 0
-        while not self._stop.wait(interval_s):
-            depth, answered = self.queue.depth, self.answered
-            if self._gauge is not None and depth != last_depth:
-                self._gauge.set(depth)
-                last_depth = depth
-            if self._counter is not None and answered != reported:
-                self._counter.increment(answered - reported)
-                reported = answered
-
     def close(self) -> None:
         """Answer what is queued with an error and stop the worker (finalize())."""
-        self._stop.set()
-        self._reporter.join(timeout=5)
+        self.metrics.close()
         self.queue.close()
         self._outbox.put(None)  # after the last computed batch
         self._sender.join(timeout=60)
@@ -736,27 +738,104 @@ class AdmittingModel:
             self.admission.close()
 
 
-def _admission_metrics(model: str, instance: str) -> tuple[Any, Any, Any]:
-    """One instance's `trb_queue_depth` gauge and `trb_answered_requests` counter on the metrics port.
+class InstanceMetric(NamedTuple):
+    """One metric of a model instance: `read()` gives its current value (a plain Python number)."""
 
-    Returns (their families, the gauge, the counter); (None, None, None) where custom metrics are
-    off (`--allow-metrics=false`).
+    name: str
+    description: str
+    kind: str  # "gauge" (set to the value) or "counter" (incremented by what the value grew)
+    read: Callable[[], float]
+
+
+class InstanceMetrics:
+    """A model instance's own metrics on Triton's metrics port, kept current by one reporter thread.
+
+    Each update is a message from the stub to the server, so none is sent per request: the thread
+    reads every metric every `interval_s` and sends only what changed. Each series carries the
+    labels {model, instance}. Triton drops a metric whose family object is gone: the families live as
+    long as this object. Where custom metrics are off (`--allow-metrics=false`) nothing is reported.
+    Only inside the stub.
     """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        instance: str,
+        metrics: Sequence[InstanceMetric],
+        thread_name: str = "trb-metrics",
+        interval_s: float = 0.25,
+    ):
+        import threading
+
+        self.interval_s = interval_s
+        self._metrics = tuple(metrics)
+        self._families, self._series = _metric_series(model, instance, self._metrics)
+        self._stop = threading.Event()
+        self._reporter = threading.Thread(target=self._report, name=thread_name, daemon=True)
+        self._reporter.start()
+
+    def _report(self) -> None:
+        if self._series is None:
+            return
+        last: list[float | None] = [None if metric.kind == "gauge" else 0 for metric in self._metrics]
+        while not self._stop.wait(self.interval_s):
+            for index, (metric, series) in enumerate(zip(self._metrics, self._series, strict=True)):
+                value = metric.read()
+                if value == last[index]:
+                    continue
+                if metric.kind == "gauge":
+                    series.set(value)
+                else:
+                    series.increment(value - (last[index] or 0))
+                last[index] = value
+
+    def close(self) -> None:
+        """Stop the reporter (finalize())."""
+        self._stop.set()
+        self._reporter.join(timeout=5)
+
+
+def _metric_series(model: str, instance: str, metrics: Sequence[InstanceMetric]) -> tuple[Any, Any]:
+    """The families of `metrics` and one series of each for this instance; (None, None) when off."""
     import triton_python_backend_utils as pb_utils
 
     labels = {"model": model, "instance": instance}
+    kinds = {"gauge": pb_utils.MetricFamily.GAUGE, "counter": pb_utils.MetricFamily.COUNTER}
     try:
-        depth = pb_utils.MetricFamily(
-            name=QUEUE_DEPTH_METRIC,
-            description="Requests waiting in trb's own queue of a model instance (not yet batched)",
-            kind=pb_utils.MetricFamily.GAUGE,
-        )
-        answered = pb_utils.MetricFamily(
-            name=ANSWERED_METRIC,
-            description="Requests a model instance's trb worker computed an answer for",
-            kind=pb_utils.MetricFamily.COUNTER,
-        )
-        return (depth, answered), depth.Metric(labels=labels), answered.Metric(labels=labels)
+        families = [
+            pb_utils.MetricFamily(name=metric.name, description=metric.description, kind=kinds[metric.kind])
+            for metric in metrics
+        ]
+        return families, [family.Metric(labels=labels) for family in families]
     except Exception as error:
-        pb_utils.Logger.log_warn(f"no {QUEUE_DEPTH_METRIC} / {ANSWERED_METRIC} metrics: {error!r}")
-        return None, None, None
+        names = " / ".join(metric.name for metric in metrics)
+        pb_utils.Logger.log_warn(f"no {names} metrics: {error!r}")
+        return None, None
+
+
+class InFlight:
+    """Requests taken and not yet answered, counted by the threads that take and answer them.
+
+    `value` is read without the lock by a reporter: a sample, exact at some instant.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self, count: int) -> None:
+        """`count` more requests in flight (negative: answered)."""
+        with self._lock:
+            self.value += count
+
+    @contextlib.contextmanager
+    def holding(self, count: int) -> Iterator[None]:
+        """`count` requests are in flight for the duration of the block (answered inside it)."""
+        self.add(count)
+        try:
+            yield
+        finally:
+            self.add(-count)

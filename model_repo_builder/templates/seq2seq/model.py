@@ -10,6 +10,12 @@ batch at the next decode step) and answers each request through its response sen
 prompts are done (one response per request, so the model stays non-decoupled). Requests that ask
 for beam search (NUM_BEAMS > 1) cannot join that batch; a second thread answers them beside it.
 
+Every instance exports the gauge `trb_requests_in_flight` {model, instance}: requests it has taken
+from Triton and not yet answered — running in the decode batch, waiting for a slot in it or in the
+beam-search queue, or inside execute() (request batching, streaming). Continuous batching takes each
+request out of Triton's queue at once, so this, not Triton's pending count, is the load an
+autoscaler reads (`deploy/autoscaling.py`). A reporter thread sends it every 0.25 s, never per request.
+
 The same file serves the streaming variant (decoupled transaction policy): there each request holds
 one prompt and gets one response per generated token (its text delta and id), then an empty final
 response. The streaming model loads the ONNX files of the model named by its `weights_model`
@@ -40,7 +46,16 @@ from generation import (
     pad_token_rows,
     request_params,
 )
-from trb_runtime import Sidecars, StepError, error_response, model_parameters
+from trb_runtime import (
+    IN_FLIGHT_METRIC,
+    InFlight,
+    InstanceMetric,
+    InstanceMetrics,
+    Sidecars,
+    StepError,
+    error_response,
+    model_parameters,
+)
 
 
 def _optional_input(request, name):
@@ -70,6 +85,21 @@ class TritonPythonModel:
         steps_file = os.path.join(model_dir, "sidecars", "steps.json")
         self.sidecars = Sidecars.for_model(parameters.get("weights_model") or args["model_name"], steps_file)
         self.continuous = not self.decoupled and parameters.get("batching", "request") == "continuous"
+        self.in_flight = InFlight()
+        self.metrics = InstanceMetrics(
+            model=config.get("name", args["model_name"]),
+            instance=args.get("model_instance_name", ""),
+            metrics=(
+                InstanceMetric(
+                    name=IN_FLIGHT_METRIC,
+                    description="Requests a model instance has taken and not yet answered (generating or "
+                    "waiting for a place in its decode batch)",
+                    kind="gauge",
+                    read=lambda: self.in_flight.value,
+                ),
+            ),
+            thread_name="trb-in-flight",
+        )
         if self.continuous:
             ContinuousBatch(self.generator)  # a repository that cannot batch continuously fails to load
             self._max_running = int(parameters.get("max_running", "32"))
@@ -88,6 +118,8 @@ class TritonPythonModel:
             self._stopping.set()
             self._loop.join(timeout=30)
             self._beams.join(timeout=30)
+        if getattr(self, "metrics", None) is not None:
+            self.metrics.close()
 
     def _parse(self, request):
         raw = pb_utils.get_input_tensor_by_name(request, PROMPT_INPUT).as_numpy()
@@ -100,12 +132,17 @@ class TritonPythonModel:
 
     def execute(self, requests):
         """Answer each request with its own rows of one batched generation (or stream them)."""
-        if self.decoupled:
-            self._stream(requests)
-            return None
         if self.continuous:
             self._enqueue(requests)
             return None
+        with self.in_flight.holding(len(requests)):
+            if self.decoupled:
+                self._stream(requests)
+                return None
+            return self._generate(requests)
+
+    def _generate(self, requests):
+        """Request batching: generate the valid requests together, to completion."""
         responses = [None] * len(requests)
         token_ids, params, owners = [], [], []
         for index, request in enumerate(requests):
@@ -197,7 +234,7 @@ class TritonPythonModel:
             except (InvalidRequestError, StepError) as error:
                 sender.send(error_response(error), flags=final)
                 continue
-            pending = _Pending(sender, request_ids, request_params_)
+            pending = _Pending(sender, request_ids, request_params_, self.in_flight)
             if any(row_params.num_beams > 1 for row_params in request_params_):
                 self._beam_queue.put(pending)
             else:
@@ -274,11 +311,18 @@ def _generated(texts, rows):
 class _Pending:
     """One request in the continuous loop: its prompts and the ids generated for each so far."""
 
-    def __init__(self, sender, token_ids, params):
+    def __init__(self, sender, token_ids, params, in_flight):
         self.sender, self.token_ids, self.params = sender, token_ids, params
         self.results = [None] * len(token_ids)
         self.remaining = len(token_ids)
         self.closed = False  # answered (with an error): rows still running are dropped silently
+        self._in_flight = in_flight
+        in_flight.add(1)
+
+    def _close(self):
+        """Mark the request answered (once): it is no longer in flight."""
+        self.closed = True
+        self._in_flight.add(-1)
 
     def rows(self):
         return [(self, row) for row in range(len(self.token_ids))]
@@ -291,7 +335,7 @@ class _Pending:
         self.remaining -= 1
         if self.remaining:
             return False
-        self.closed = True
+        self._close()
         try:
             self.sender.send(answer(self.results), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         except Exception as error:  # a client gone away must not fail the other running requests
@@ -301,7 +345,7 @@ class _Pending:
     def fail(self, message):
         if self.closed:
             return
-        self.closed = True
+        self._close()
         error = pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL)
         self.sender.send(
             pb_utils.InferenceResponse(error=error), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
