@@ -31,7 +31,12 @@ import re
 from typing import Any
 
 from model_repo_builder.deploy.facts import RepositoryFacts
-from model_repo_builder.templates.common.trb_runtime import IN_FLIGHT_METRIC
+from model_repo_builder.templates.common.trb_runtime import (
+    ANSWERED_METRIC,
+    COMPUTE_DURATION_METRIC,
+    IN_FLIGHT_METRIC,
+    QUEUE_DURATION_METRIC,
+)
 
 QUEUE_DEPTH_METRIC = "nv_inference_pending_request_count"
 TRB_QUEUE_DEPTH_METRIC = "trb_queue_depth"  # templates/common/trb_runtime.py QUEUE_DEPTH_METRIC
@@ -124,6 +129,22 @@ def dashboard_queries(facts: RepositoryFacts) -> dict[str, list[tuple[str, str]]
         )
         for model in facts.models
     ]
+    # The encoder templates' own queue and worker (Triton's durations end when execute() admits).
+    trb_mean = (
+        []
+        if facts.generates
+        else [
+            (
+                f"sum by (model) (rate({counter}{{{selector}}}{_RATE})) / "
+                f"sum by (model) (rate({ANSWERED_METRIC}{{{selector}}}{_RATE})) / 1000",
+                f"{{{{model}}}} {what} mean",
+            )
+            for counter, what in (
+                (QUEUE_DURATION_METRIC, "trb queue"),
+                (COMPUTE_DURATION_METRIC, "trb worker"),
+            )
+        ]
+    )
     queries = {
         "Throughput": [
             (
@@ -145,6 +166,7 @@ def dashboard_queries(facts: RepositoryFacts) -> dict[str, list[tuple[str, str]]
                 f'max by (model) (nv_inference_queue_summary_us{{{selector},quantile="0.99"}}) / 1000',
                 "{{model}} p99 (worst pod)",
             ),
+            *trb_mean[:1],
         ],
         "Compute time (input + infer + output)": [
             (
@@ -156,6 +178,7 @@ def dashboard_queries(facts: RepositoryFacts) -> dict[str, list[tuple[str, str]]
                 f'{{{selector},quantile="0.99"}}) / 1000',
                 "{{model}} infer p99 (worst pod)",
             ),
+            *trb_mean[1:],
         ],
         "Instance utilisation": utilisation,
         "Pending requests (queue depth)": [

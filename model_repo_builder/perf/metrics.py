@@ -8,6 +8,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from model_repo_builder.templates.common.trb_runtime import (
+    ANSWERED_METRIC,
+    COMPUTE_DURATION_METRIC,
+    QUEUE_DURATION_METRIC,
+)
+
 # Cumulative counters (a sweep reports their increase); the other tracked metrics are gauges.
 COUNTERS = frozenset(
     {
@@ -58,9 +64,6 @@ def scrape(metrics_url: str) -> dict[str, float]:
 # trb's own queue in the encoder templates (templates/common/trb_runtime.py): a request waits there,
 # not in Triton's queue, and is computed by a worker after execute() returned, so Triton's queue and
 # compute durations miss both. Per instance, cumulative.
-TRB_QUEUE_DURATION = "trb_queue_duration_us"
-TRB_COMPUTE_DURATION = "trb_compute_duration_us"
-TRB_ANSWERED = "trb_answered_requests"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,7 +109,7 @@ def admission_times(metrics_url: str, model: str) -> AdmissionTimes | None:
             text = response.read().decode("utf-8", errors="replace")
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return None
-    totals = {TRB_QUEUE_DURATION: 0.0, TRB_COMPUTE_DURATION: 0.0, TRB_ANSWERED: 0.0}
+    totals = {QUEUE_DURATION_METRIC: 0.0, COMPUTE_DURATION_METRIC: 0.0, ANSWERED_METRIC: 0.0}
     found = False
     for line in text.splitlines():
         name, _, rest = line.partition("{")
@@ -116,9 +119,9 @@ def admission_times(metrics_url: str, model: str) -> AdmissionTimes | None:
     if not found:
         return None
     return AdmissionTimes(
-        queue_us=totals[TRB_QUEUE_DURATION],
-        compute_us=totals[TRB_COMPUTE_DURATION],
-        answered=totals[TRB_ANSWERED],
+        queue_us=totals[QUEUE_DURATION_METRIC],
+        compute_us=totals[COMPUTE_DURATION_METRIC],
+        answered=totals[ANSWERED_METRIC],
     )
 
 

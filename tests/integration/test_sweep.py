@@ -55,6 +55,11 @@ def test_sweep_measures_analyses_and_reports(int8_repo, tmp_path: Path) -> None:
         assert level["p99_ms"] == pytest.approx(np.percentile(latencies, 99), rel=1e-3, abs=0.01)
         assert level["p50_ms"] == pytest.approx(level["reported"]["p50_ms"], rel=0.15, abs=1.0)
         assert level["throughput_rps"] > 0
+        # The model answers through trb's admission queue: Triton sees a request only while execute()
+        # admits it; the sweep counts trb's queue and worker time as the server's (not the network's).
+        assert level["breakdown_includes"] == "trb admission queue and worker"
+    busy = config["levels"][-1]["breakdown"]  # 4 clients: requests wait and compute in trb's worker
+    assert busy["server_queue_ms"] + busy["server_compute_infer_ms"] > 0.5 * config["levels"][-1]["avg_ms"]
     capacity = config["capacity"]
     assert capacity["met"] and capacity["throughput_rps"] == max(
         lv["throughput_rps"] for lv in config["levels"]

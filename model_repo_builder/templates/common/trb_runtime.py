@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import sys
+import time
 
 # The tritonserver bundled in the nvidia-pytriton wheel embeds the system libpython, whose sys.path
 # does not include the virtual environment trb runs from; the launcher passes it in TRB_PYTHONPATH.
@@ -442,6 +443,8 @@ def encoder_runtime(onnx_path: str, tokenizer_path: str, settings: Any) -> tuple
 
 QUEUE_DEPTH_METRIC = "trb_queue_depth"
 ANSWERED_METRIC = "trb_answered_requests"  # per instance: shows how Triton spreads requests over them
+QUEUE_DURATION_METRIC = "trb_queue_duration_us"
+COMPUTE_DURATION_METRIC = "trb_compute_duration_us"
 # The generation template's requests taken and not yet answered (running, or waiting for a decode slot).
 IN_FLIGHT_METRIC = "trb_requests_in_flight"
 
@@ -548,12 +551,12 @@ def instance_share(bound: int, instances: int) -> int:
 
 
 class Admitted:
-    """One admitted request inside the stub: its inputs (copied out of Triton) and its response sender."""
+    """One admitted request inside the stub: its inputs (copied out of Triton), its response sender, when."""
 
-    __slots__ = ("inputs", "sender")
+    __slots__ = ("admitted_ns", "inputs", "sender")
 
     def __init__(self, inputs: dict[str, Any], sender: Any):
-        self.inputs, self.sender = inputs, sender
+        self.inputs, self.sender, self.admitted_ns = inputs, sender, time.monotonic_ns()
 
 
 def request_inputs(request: Any, names: Sequence[str]) -> dict[str, Any]:
@@ -603,6 +606,11 @@ class TritonAdmission:
             name=f"trb-admission-{args.get('model_instance_name', self.model)}",
         )
         self.answered = 0  # requests the worker computed an answer for
+        # Their time in trb's queue and in the worker's batches, summed per request (as Triton's own
+        # nv_inference_queue_duration_us / compute_infer_duration_us count theirs): Triton sees a
+        # request only while execute() admits it, so `trb sweep` adds these to its breakdown.
+        self.queue_us = 0.0
+        self.compute_us = 0.0
         self.metrics = InstanceMetrics(
             model=self.model,
             instance=args.get("model_instance_name", ""),
@@ -618,6 +626,18 @@ class TritonAdmission:
                     description="Requests a model instance's trb worker computed an answer for",
                     kind="counter",
                     read=lambda: self.answered,
+                ),
+                InstanceMetric(
+                    name=QUEUE_DURATION_METRIC,
+                    description="Microseconds requests waited in trb's queue of a model instance, summed",
+                    kind="counter",
+                    read=lambda: int(self.queue_us),
+                ),
+                InstanceMetric(
+                    name=COMPUTE_DURATION_METRIC,
+                    description="Microseconds of trb worker batches per request of a model instance, summed",
+                    kind="counter",
+                    read=lambda: int(self.compute_us),
                 ),
             ),
             thread_name="trb-queue-depth",
@@ -663,7 +683,11 @@ class TritonAdmission:
 
     def _answer(self, batch: list[Admitted]) -> None:
         """Compute the batch's responses; the sender thread sends them while the next batch runs."""
+        started = time.monotonic_ns()
         responses = self.respond([item.inputs for item in batch])
+        took = time.monotonic_ns() - started
+        self.queue_us += sum(started - item.admitted_ns for item in batch) / 1000
+        self.compute_us += took * len(batch) / 1000
         self.answered += len(batch)
         self._outbox.put(list(zip(batch, responses, strict=True)))
 
