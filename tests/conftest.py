@@ -7,6 +7,8 @@ use none of these fixtures and never trigger a build.
 from __future__ import annotations
 
 import contextlib
+import re
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,3 +105,15 @@ def int8_server(int8_repo: BuiltRepository) -> Iterator[TritonServer]:
     """tritonserver serving the int8 repository for the whole session."""
     with running_server(int8_repo.repository) as server:
         yield server
+
+
+def metric_values(metrics_url: str, name: str, model: str) -> dict[str, float]:
+    """`name`'s value per instance label for `model`, from a raw scrape."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") and f'model="{model}"' in line:
+            instance = re.search(r'instance="([^"]*)"', line)
+            values[instance.group(1) if instance else ""] = float(line.rsplit(" ", 1)[1])
+    return values

@@ -11,12 +11,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import queue
-import re
 import socket
 import string
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +25,7 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from conftest import metric_values
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from model_repo_builder.build import BuildResult, build
@@ -396,18 +395,6 @@ def stream(
 
 
 # --- the in-flight gauge -------------------------------------------------------------------------
-
-
-def metric_values(metrics_url: str, name: str, model: str) -> dict[str, float]:
-    """`name`'s value per instance label for `model`, from a raw scrape."""
-    with urllib.request.urlopen(metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{") and f'model="{model}"' in line:
-            instance = re.search(r'instance="([^"]*)"', line)
-            values[instance.group(1) if instance else ""] = float(line.rsplit(" ", 1)[1])
-    return values
 
 
 def poll_in_flight(

@@ -10,7 +10,6 @@ of events, never by sleeping.
 from __future__ import annotations
 
 import json
-import re
 import statistics
 import threading
 import time
@@ -19,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import running_server
+from conftest import metric_values, running_server
 
 from model_repo_builder.perf.stress import run_stress
 from model_repo_builder.repository.variants import Scheduling, make_variant
@@ -49,27 +48,15 @@ def _post(url: str, model: str, text: str) -> tuple[int, str, float]:
     return status, answer, (time.perf_counter() - sent) * 1000
 
 
-def _metric_values(metrics_url: str, name: str, model: str) -> dict[str, float]:
-    """`name`'s value per instance label for `model`, from a raw scrape."""
-    with urllib.request.urlopen(metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line.startswith(f"{name}{{") and f'model="{model}"' in line:
-            instance = re.search(r'instance="([^"]*)"', line)
-            values[instance.group(1) if instance else ""] = float(line.rsplit(" ", 1)[1])
-    return values
-
-
 def _wait_for_answered(
     metrics_url: str, model: str, expected: int, limit_s: float = 30.0
 ) -> dict[str, float]:
     """The per-instance answered counters once they add up to `expected` (reported every 0.25 s)."""
     deadline = time.monotonic() + limit_s
-    values = _metric_values(metrics_url, "trb_answered_requests", model)
+    values = metric_values(metrics_url, "trb_answered_requests", model)
     while sum(values.values()) < expected and time.monotonic() < deadline:
         time.sleep(0.1)  # polling a counter the stub reports periodically; the assertion decides
-        values = _metric_values(metrics_url, "trb_answered_requests", model)
+        values = metric_values(metrics_url, "trb_answered_requests", model)
     return values
 
 
@@ -99,7 +86,7 @@ def test_a_burst_beyond_the_bound_is_answered_503_at_once_and_serving_goes_on(
         for thread in threads:
             thread.join(timeout=180)
         after = _post(server.http_url, model, "serving again")
-        assert _metric_values(server.metrics_url, "trb_queue_depth", model)  # the gauge is exported
+        assert metric_values(server.metrics_url, "trb_queue_depth", model)  # the gauge is exported
         answered = _wait_for_answered(server.metrics_url, model, sum(1 for o in outcomes if o[0] == 200) + 1)
     statuses = [status for status, *_ in outcomes]
     assert len(outcomes) == BURST and set(statuses) <= {200, 503}, statuses

@@ -86,9 +86,12 @@ def test_interrupted_build_leaves_the_repository_intact(tmp_path, existing, monk
 
 def test_manifest_rebuilds_with_the_same_options(fp32_repo, int8_repo):
     for built in (fp32_repo, int8_repo):
-        # An int8 build records the quantization scheme `auto` settled on, so a rebuild repeats it.
+        # An int8 build records the quantization scheme `auto` settled on, and a build without
+        # `--instances` the count it chose, so a rebuild repeats both.
         kept = built.result.manifest.verification.get("int8_scheme", {}).get("name", "auto")
-        expected = dataclasses.replace(built.spec, int8_scheme=kept)
+        instances = built.result.manifest.options["instances"]
+        assert built.spec.instances is None and isinstance(instances, int)
+        expected = dataclasses.replace(built.spec, int8_scheme=kept, instances=instances)
         spec = spec_from_manifest(built.repository / "trb.yaml")
         assert spec.options() == expected.options()
         assert spec_from_manifest(built.repository, output=built.spec.output) == expected
