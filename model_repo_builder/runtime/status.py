@@ -1,7 +1,8 @@
 """`trb status`: what a running server serves: models, versions, instances, readiness, queue, cache, restarts.
 
 Read from Triton's own unrestricted APIs (model readiness, config and statistics) and its metrics
-(`nv_inference_pending_request_count` plus trb's own `trb_queue_depth`), plus the state file the
+(`nv_inference_pending_request_count` plus trb's own `trb_queue_depth`; a generation model's
+`trb_requests_in_flight`), plus the state file the
 supervisor of `trb launch` keeps for that port (restarts and sidecars), which only the same user can
 read.
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 from model_repo_builder.errors import InferenceError
 from model_repo_builder.runtime.tools import cache_dir
+from model_repo_builder.templates.common.trb_runtime import IN_FLIGHT_METRIC
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +37,7 @@ class ModelStatus:
     cache_hits: int = 0  # answered from the response cache (models built with --response-cache)
     cache_misses: int = 0
     unloaded: bool = False  # unloaded on purpose (`trb models unload`); the supervisor leaves it so
+    in_flight: int | None = None  # a generation model's requests taken and not yet answered (None: none)
 
 
 def state_file(http_port: int) -> Path:
@@ -52,20 +55,33 @@ def write_state(path: Path, state: dict[str, Any]) -> None:
     os.replace(staging, path)
 
 
-def _pending_by_model(metrics_url: str) -> dict[str, int] | None:
+def load_by_model(text: str) -> tuple[dict[str, int], dict[str, int]]:
+    """(requests waiting, requests in flight) per model from a Prometheus scrape.
+
+    Waiting: Triton's queue plus trb's own queue of the encoder templates (one series per instance);
+    in flight: the generation template's requests taken and not yet answered.
+    """
+    pending: dict[str, int] = {}
+    in_flight: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith(("nv_inference_pending_request_count{", "trb_queue_depth{")):
+            found = pending
+        elif line.startswith(f"{IN_FLIGHT_METRIC}{{"):
+            found = in_flight
+        else:
+            continue
+        labels, value = line.rsplit(" ", 1)
+        model = labels.split('model="', 1)[1].split('"', 1)[0]
+        found[model] = found.get(model, 0) + int(float(value))
+    return pending, in_flight
+
+
+def _load_by_model(metrics_url: str) -> tuple[dict[str, int], dict[str, int]] | None:
     try:
         with urllib.request.urlopen(metrics_url, timeout=5) as response:
-            text = response.read().decode("utf-8", errors="replace")
+            return load_by_model(response.read().decode("utf-8", errors="replace"))
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return None
-    pending: dict[str, int] = {}
-    for line in text.splitlines():
-        # Triton's queue, and trb's own queue of the encoder templates (one series per instance)
-        if line.startswith(("nv_inference_pending_request_count{", "trb_queue_depth{")):
-            labels, value = line.rsplit(" ", 1)
-            model = labels.split('model="', 1)[1].split('"', 1)[0]
-            pending[model] = pending.get(model, 0) + int(float(value))
-    return pending
 
 
 def server_status(url: str, metrics_url: str | None = None) -> tuple[list[ModelStatus], dict[str, Any]]:
@@ -83,7 +99,8 @@ def server_status(url: str, metrics_url: str | None = None) -> tuple[list[ModelS
     client = httpclient.InferenceServerClient(url)
     try:
         statistics = client.get_inference_statistics()["model_stats"]
-        pending = _pending_by_model(metrics_url) if metrics_url else None
+        load = _load_by_model(metrics_url) if metrics_url else None
+        pending, in_flight = load if load is not None else (None, {})
         found: dict[str, dict[str, Any]] = {}
         for entry in statistics:
             model = found.setdefault(
@@ -124,6 +141,7 @@ def server_status(url: str, metrics_url: str | None = None) -> tuple[list[ModelS
                     restarts=int(state.get("restarts", {}).get(name, 0)),
                     cache_hits=seen["cache_hit"],
                     cache_misses=seen["cache_miss"],
+                    in_flight=in_flight.get(name),
                 )
             )
     except InferenceServerException as error:

@@ -32,6 +32,7 @@ from model_repo_builder.build import BuildResult
 from model_repo_builder.errors import ServerError
 from model_repo_builder.repository.manifest import MANIFEST_NAME
 from model_repo_builder.runtime.server import TritonServer
+from model_repo_builder.runtime.status import server_status
 from model_repo_builder.templates.seq2seq.generation import CROSS_CACHE_FILE
 
 pytestmark = pytest.mark.integration
@@ -123,6 +124,9 @@ def test_requests_in_flight_are_exported_while_they_generate_and_zero_once_answe
     assert during is not None and 0 < during <= clients  # one per request taken, never more
     assert after == 0  # every answered request left the count
     assert lengths and set(lengths) == {LONG_TOKENS}  # each ran to its limit: EOS was never reached
+    models, _ = server_status(continuous_server.http_url, continuous_server.metrics_url)
+    shown = {model.name: model.in_flight for model in models}
+    assert shown[MODEL] == 0  # `trb status` reads the gauge (None where a model exports none)
 
 
 def test_a_bad_request_is_rejected_and_the_loop_keeps_serving(

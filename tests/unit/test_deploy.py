@@ -518,3 +518,25 @@ def test_the_dockerfile_installs_what_the_served_models_import() -> None:
     assert {"numpy", "tokenizers", "onnxruntime-gpu"} <= installed.keys()
     pinned = dict(re.findall(r'"([a-z0-9-]+)==([0-9.]+)"', (ROOT / "pyproject.toml").read_text()))
     assert installed["numpy"] == pinned["numpy"] and installed["tokenizers"] == pinned["tokenizers"]
+
+
+def test_status_counts_waiting_and_in_flight_requests_per_model() -> None:
+    from model_repo_builder.runtime.status import load_by_model
+
+    recorded = (DATA / "triton_2.51_metrics.txt").read_text(encoding="utf-8")
+    generation = "\n".join(
+        [
+            'nv_inference_pending_request_count{model="t5",version="1"} 1',
+            'trb_requests_in_flight{instance="t5_0_0",model="t5"} 7',
+            'trb_requests_in_flight{instance="t5_0_1",model="t5"} 5',
+        ]
+    )
+    pending, in_flight = load_by_model(recorded + "\n" + generation)
+    # The recorded encoder: Triton's pending count plus trb's queue gauge of each instance; nothing in flight.
+    expected = sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in recorded.splitlines()
+        if line.startswith(("nv_inference_pending_request_count{", "trb_queue_depth{"))
+    )
+    assert pending == {"all-minilm-l6-v2": expected, "t5": 1}
+    assert in_flight == {"t5": 12}
