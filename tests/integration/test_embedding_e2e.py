@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 import socket
 import threading
@@ -23,6 +24,7 @@ from model_repo_builder.repository import config as model_config
 from model_repo_builder.repository.manifest import read_manifest
 from model_repo_builder.repository.writer import file_hashes
 from model_repo_builder.runtime.server import TritonServer
+from model_repo_builder.tasks.base import ENCODER_DEFAULT_CPU_INSTANCES
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +156,11 @@ def test_built_repository_layout_and_manifest(fp32_repo, int8_repo):
         manifest = read_manifest(built.repository)
         assert manifest.name == built.name
         kept = manifest.verification.get("int8_scheme", {}).get("name", "auto")
-        assert manifest.options == {**built.spec.options(), "int8_scheme": kept}
+        # Built without `--instances`: the manifest records the count the task chose for this machine.
+        chosen = min(len(os.sched_getaffinity(0)), ENCODER_DEFAULT_CPU_INSTANCES)
+        assert manifest.options == {**built.spec.options(), "int8_scheme": kept, "instances": chosen}
+        config = model_config.parse((model_dir / "config.pbtxt").read_text(encoding="utf-8"))
+        assert [group.count for group in config.instance_group] == [chosen]
         assert kept == ("s8-reduced" if built.spec.precision == "int8" else "auto")
         assert manifest.model["dimension"] == EMBEDDING_DIMENSION
         assert (manifest.model["pooling"], manifest.model["normalize"], manifest.model["max_length"]) == (
