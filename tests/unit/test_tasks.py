@@ -63,6 +63,15 @@ class ToyTask(Task):
         return {"lengths": outputs["LENGTH"].reshape(-1).tolist()}
 
 
+def toy_source(folder: Path) -> Path:
+    """A model directory a toy task recognises: config.json says `toy`, with (unused) weights."""
+    source = folder / "toy-model"
+    source.mkdir()
+    (source / "config.json").write_text(json.dumps({"model_type": "toy"}))
+    (source / "model.safetensors").write_bytes(b"unused")
+    return source
+
+
 @pytest.fixture
 def toy_task() -> Iterator[Task]:
     task = register(ToyTask())
@@ -73,10 +82,7 @@ def toy_task() -> Iterator[Task]:
 def test_registering_a_task_makes_build_the_readme_and_infer_pick_it_up(
     toy_task: Task, tmp_path: Path
 ) -> None:
-    source = tmp_path / "toy-model"
-    source.mkdir()
-    (source / "config.json").write_text(json.dumps({"model_type": "toy"}))
-    (source / "model.safetensors").write_bytes(b"unused")
+    source = toy_source(tmp_path)
     assert toy_task.name in buildable_names()
 
     result = build(BuildSpec(source=str(source), output=tmp_path / "repos"))
@@ -134,10 +140,7 @@ class PickyToyTask(ToyTask):
 def test_int8_auto_keeps_the_first_scheme_that_verifies(tmp_path: Path) -> None:
     task = register(PickyToyTask())
     try:
-        source = tmp_path / "toy-model"
-        source.mkdir()
-        (source / "config.json").write_text(json.dumps({"model_type": "toy"}))
-        (source / "model.safetensors").write_bytes(b"unused")
+        source = toy_source(tmp_path)
         spec = BuildSpec(source=str(source), output=tmp_path / "repos", precision="int8", task=task.name)
         result = build(spec)
         assert result.manifest.options["int8_scheme"] == "u8"
@@ -178,10 +181,7 @@ def test_a_build_without_instances_records_the_tasks_default_and_an_explicit_cou
 
     task = register(ParallelToyTask())
     try:
-        source = tmp_path / "toy-model"
-        source.mkdir()
-        (source / "config.json").write_text(json.dumps({"model_type": "toy"}))
-        (source / "model.safetensors").write_bytes(b"unused")
+        source = toy_source(tmp_path)
         spec = BuildSpec(source=str(source), output=tmp_path / "repos", task=task.name)
         default = build(spec).manifest
         assert default.options["instances"] == default.model["count"] == min(available_cores(), 4)
