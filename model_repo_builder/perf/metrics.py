@@ -52,13 +52,19 @@ def parse_prometheus(text: str) -> dict[str, float]:
     return totals
 
 
-def scrape(metrics_url: str) -> dict[str, float]:
-    """Current tracked metrics; empty when the endpoint cannot be reached (metrics are optional)."""
+def fetch(metrics_url: str) -> str | None:
+    """The endpoint's Prometheus text now; None when it cannot be reached (metrics are optional)."""
     try:
         with urllib.request.urlopen(metrics_url, timeout=5) as response:
-            return parse_prometheus(response.read().decode("utf-8", errors="replace"))
+            return response.read().decode("utf-8", errors="replace")
     except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return {}
+        return None
+
+
+def scrape(metrics_url: str) -> dict[str, float]:
+    """Current tracked metrics; empty when the endpoint cannot be reached."""
+    text = fetch(metrics_url)
+    return {} if text is None else parse_prometheus(text)
 
 
 # trb's own queue in the encoder templates (templates/common/trb_runtime.py): a request waits there,
@@ -104,10 +110,8 @@ class AdmissionTimes:
 
 def admission_times(metrics_url: str, model: str) -> AdmissionTimes | None:
     """`model`'s trb admission counters now; None when it has none (not an admission model, no metrics)."""
-    try:
-        with urllib.request.urlopen(metrics_url, timeout=5) as response:
-            text = response.read().decode("utf-8", errors="replace")
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
+    text = fetch(metrics_url)
+    if text is None:
         return None
     totals = {QUEUE_DURATION_METRIC: 0.0, COMPUTE_DURATION_METRIC: 0.0, ANSWERED_METRIC: 0.0}
     found = False

@@ -2,22 +2,20 @@
 
 Read from Triton's own unrestricted APIs (model readiness, config and statistics) and its metrics
 (`nv_inference_pending_request_count` plus trb's own `trb_queue_depth`; a generation model's
-`trb_requests_in_flight`), plus the state file the
-supervisor of `trb launch` keeps for that port (restarts and sidecars), which only the same user can
-read.
+`trb_requests_in_flight`), plus the state file the supervisor of `trb launch` keeps for that port
+(restarts and sidecars), which only the same user can read.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from model_repo_builder.errors import InferenceError
+from model_repo_builder.perf import metrics
 from model_repo_builder.runtime.tools import cache_dir
 from model_repo_builder.templates.common.trb_runtime import IN_FLIGHT_METRIC
 
@@ -76,14 +74,6 @@ def load_by_model(text: str) -> tuple[dict[str, int], dict[str, int]]:
     return pending, in_flight
 
 
-def _load_by_model(metrics_url: str) -> tuple[dict[str, int], dict[str, int]] | None:
-    try:
-        with urllib.request.urlopen(metrics_url, timeout=5) as response:
-            return load_by_model(response.read().decode("utf-8", errors="replace"))
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
-
-
 def server_status(url: str, metrics_url: str | None = None) -> tuple[list[ModelStatus], dict[str, Any]]:
     """Every model the server at `url` (host:port, HTTP) has statistics for, and the launcher's state.
 
@@ -99,8 +89,8 @@ def server_status(url: str, metrics_url: str | None = None) -> tuple[list[ModelS
     client = httpclient.InferenceServerClient(url)
     try:
         statistics = client.get_inference_statistics()["model_stats"]
-        load = _load_by_model(metrics_url) if metrics_url else None
-        pending, in_flight = load if load is not None else (None, {})
+        scraped = metrics.fetch(metrics_url) if metrics_url else None
+        pending, in_flight = load_by_model(scraped) if scraped is not None else (None, {})
         found: dict[str, dict[str, Any]] = {}
         for entry in statistics:
             model = found.setdefault(
