@@ -26,9 +26,8 @@ bench/results/embedding.md), both in one server start:
     admission       the default, as `trb build` writes it: trb's own bound of 256 requests,
                     Triton's max_queue_delay_microseconds 1000
 
-(An earlier run also had max_queue_delay_microseconds 0 for trb's bound: no better at saturation,
-fewer requests per execute() call under overload; and a GIL switch interval of 0.5 ms in the stub:
-no difference beyond the rounds' spread.)
+(An earlier run also had max_queue_delay_microseconds 0 for trb's bound — the git history of
+bench/results/queue.md: no better at saturation, slower refusals under overload.)
 
 Then overload: each bounded candidate with a bound of 8 at concurrency 96 (gRPC, a plain
 closed-loop client), counting rejections and their latency, and the unbounded queue under the
@@ -67,7 +66,7 @@ MODEL = "minilm-int8"
 SATURATION = 32
 SATURATION_KEY = "saturation"
 CURVE = (1, 2, 4, 8, 16, 32)
-CURVE_PASSES = 3  # the curve's levels are medians over passes: one pass can be off by 40% here
+CURVE_PASSES = 3  # the curve's levels are medians over passes (rounds in queue.json differ up to 1.46x)
 KNEE_SHARE = 0.9  # the knee: the lowest concurrency reaching this share of the curve's best
 OVERLOAD_CONCURRENCY = 96
 OVERLOAD_QUEUE = 8

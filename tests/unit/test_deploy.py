@@ -523,20 +523,18 @@ def test_the_dockerfile_installs_what_the_served_models_import() -> None:
 def test_status_counts_waiting_and_in_flight_requests_per_model() -> None:
     from model_repo_builder.runtime.status import load_by_model
 
-    recorded = (DATA / "triton_2.51_metrics.txt").read_text(encoding="utf-8")
-    generation = "\n".join(
+    recorded = (DATA / "triton_2.51_metrics.txt").read_text(encoding="utf-8")  # an idle encoder: all 0
+    busy = "\n".join(
         [
+            'nv_inference_pending_request_count{model="enc",version="1"} 2',
+            'trb_queue_depth{instance="enc_0_0",model="enc"} 3',
+            'trb_queue_depth{instance="enc_0_1",model="enc"} 4',
             'nv_inference_pending_request_count{model="t5",version="1"} 1',
             'trb_requests_in_flight{instance="t5_0_0",model="t5"} 7',
             'trb_requests_in_flight{instance="t5_0_1",model="t5"} 5',
         ]
     )
-    pending, in_flight = load_by_model(recorded + "\n" + generation)
-    # The recorded encoder: Triton's pending count plus trb's queue gauge of each instance; nothing in flight.
-    expected = sum(
-        int(float(line.rsplit(" ", 1)[1]))
-        for line in recorded.splitlines()
-        if line.startswith(("nv_inference_pending_request_count{", "trb_queue_depth{"))
-    )
-    assert pending == {"all-minilm-l6-v2": expected, "t5": 1}
+    pending, in_flight = load_by_model(recorded + "\n" + busy)
+    # Waiting: Triton's pending count plus trb's queue gauge of every instance; in flight: the gauge.
+    assert pending == {"all-minilm-l6-v2": 0, "enc": 9, "t5": 1}
     assert in_flight == {"t5": 12}
