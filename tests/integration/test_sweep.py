@@ -58,8 +58,10 @@ def test_sweep_measures_analyses_and_reports(int8_repo, tmp_path: Path) -> None:
         # The model answers through trb's admission queue: Triton sees a request only while execute()
         # admits it; the sweep counts trb's queue and worker time as the server's (not the network's).
         assert level["breakdown_includes"] == "trb admission queue and worker"
-    busy = config["levels"][-1]["breakdown"]  # 4 clients: requests wait and compute in trb's worker
-    assert busy["server_queue_ms"] + busy["server_compute_infer_ms"] > 0.5 * config["levels"][-1]["avg_ms"]
+    # 4 clients: requests wait and compute in trb's worker. Triton's own durations alone were 6% of the
+    # latency (1.6 of 25 ms, measured on 2 cores); the bound leaves room for a CPU whose compute is short.
+    busy = config["levels"][-1]["breakdown"]
+    assert busy["server_queue_ms"] + busy["server_compute_infer_ms"] > 0.3 * config["levels"][-1]["avg_ms"]
     capacity = config["capacity"]
     assert capacity["met"] and capacity["throughput_rps"] == max(
         lv["throughput_rps"] for lv in config["levels"]
