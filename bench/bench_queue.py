@@ -24,7 +24,8 @@ bench/results/embedding.md), both in one server start:
     unbounded       no queue policy, no admission bound (execute() answers): the ceiling
     triton-bounded  the old default: Triton's queue policy, max_queue_size 256 (no prefetching)
     admission       the default, as `trb build` writes it: trb's own bound of 256 requests,
-                    Triton's max_queue_delay_microseconds 1000
+                    Triton's max_queue_delay_microseconds 1000; a batch with room for another
+                    request is answered in place by execute(), a full one goes through trb's queue
 
 (An earlier run also had max_queue_delay_microseconds 0 for trb's bound — the git history of
 bench/results/queue.md: no better at saturation, slower refusals under overload.)

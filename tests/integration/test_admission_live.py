@@ -60,13 +60,16 @@ def _wait_for_answered(
     return values
 
 
+@pytest.mark.parametrize("max_batch_size", [1, 8])
 def test_a_burst_beyond_the_bound_is_answered_503_at_once_and_serving_goes_on(
-    int8_repo, tmp_path: Path
+    int8_repo, tmp_path: Path, max_batch_size: int
 ) -> None:
+    # Batch 8: the first call, with room, is answered in place while the burst fills Triton's queue;
+    # the next, full, ones are admitted to trb's queue up to the bound and the rest refused.
     variant = make_variant(
         int8_repo.repository,
         tmp_path / "bound",
-        Scheduling(instances=1, max_batch_size=1, max_queue_delay_us=0, max_queue_size=BOUND),
+        Scheduling(instances=1, max_batch_size=max_batch_size, max_queue_delay_us=0, max_queue_size=BOUND),
     )
     model = int8_repo.name
     with running_server(variant) as server:
@@ -99,6 +102,29 @@ def test_a_burst_beyond_the_bound_is_answered_503_at_once_and_serving_goes_on(
     assert statistics.median(o[3] for o in refused) < max(o[3] for o in ok)
     assert after[0] == 200 and json.loads(after[1])["outputs"][0]["name"] == "EMBEDDING"
     assert sum(answered.values()) >= len(ok) + 1
+
+
+def test_requests_below_overload_are_answered_in_place(int8_repo, tmp_path: Path) -> None:
+    """One client at a time: each batch has room, so execute() answers it and trb's worker computes none."""
+    variant = make_variant(
+        int8_repo.repository,
+        tmp_path / "in-place",
+        Scheduling(instances=1, max_batch_size=8, max_queue_delay_us=0, max_queue_size=BOUND),
+    )
+    model = int8_repo.name
+    warmup = 1 + 8  # samples of batch 1 and batch 8; the latter fills its batch, so the worker takes it
+    sent = 6
+    with running_server(variant) as server:
+        _wait_for_answered(server.metrics_url, model, warmup)
+        before = metric_values(server.metrics_url, "trb_compute_duration_us", model)
+        for index in range(sent):
+            status, answer, _ = _post(server.http_url, model, f"request {index} of a single client")
+            assert status == 200, answer
+        answered = _wait_for_answered(server.metrics_url, model, warmup + sent)
+        after = metric_values(server.metrics_url, "trb_compute_duration_us", model)
+    assert sum(answered.values()) == warmup + sent
+    assert sum(before.values()) > 0  # the warmup's full batch went through the worker
+    assert after == before
 
 
 def test_two_instances_both_compute_a_share(int8_repo, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 import pytest
 
@@ -76,6 +77,25 @@ def test_zero_bound_never_refuses() -> None:
     recorder.release.set()
     assert recorder.batches.get(timeout=30) == ["first"]
     assert recorder.batches.get(timeout=30) == list(range(500))
+    admission.close()
+
+
+def test_idle_only_while_nothing_is_queued_or_being_answered() -> None:
+    recorder = Recorder()
+    recorder.release.clear()
+    admission = AdmissionQueue(bound=0, max_rows=1, answer=recorder.answer, fail=recorder.fail)
+    assert admission.idle
+    assert admission.offer("first", 1)
+    assert recorder.entered.wait(timeout=30)
+    assert not admission.idle  # answering, nothing queued
+    assert admission.offer("second", 1)
+    assert not admission.idle
+    recorder.release.set()
+    assert [recorder.batches.get(timeout=30) for _ in range(2)] == [["first"], ["second"]]
+    deadline = time.monotonic() + 30  # the worker goes back to waiting after its last batch
+    while not admission.idle and time.monotonic() < deadline:
+        time.sleep(0.01)  # polled with a deadline; the assertion decides
+    assert admission.idle
     admission.close()
 
 

@@ -440,6 +440,13 @@ def encoder_runtime(onnx_path: str, tokenizer_path: str, settings: Any) -> tuple
 # keep their own bounded queue: Triton's queue has no policy, execute() only admits each request (or
 # answers it UNAVAILABLE at once when the bound is reached) and returns, and a worker thread answers
 # whatever is queued, in batches of up to max_batch_size rows, through each request's response sender.
+#
+# Each response sent that way is one round trip between the stub and the server (the python backend's
+# ResponseSender::Send waits for the server), where execute()'s return carries a whole batch in one
+# message. So below overload execute() answers in place: when the worker is idle, nothing is queued
+# and Triton's batch had room for another request (Triton's queue was empty when it formed it), the
+# batch is computed and returned as the unbounded template would. While it runs, new requests wait in
+# Triton's queue; the next call that finds it backed up (a full batch) admits to trb's bounded queue.
 
 QUEUE_DEPTH_METRIC = "trb_queue_depth"
 ANSWERED_METRIC = "trb_answered_requests"  # per instance: shows how Triton spreads requests over them
@@ -485,6 +492,12 @@ class AdmissionQueue:
     def depth(self) -> int:
         """Items admitted and not yet taken by the worker."""
         return len(self._waiting)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and the worker waiting; only `offer` can change that."""
+        with self._ready:
+            return not self._waiting and not self.busy
 
     @property
     def full(self) -> bool:
@@ -559,6 +572,18 @@ class Admitted:
         self.inputs, self.sender, self.admitted_ns = inputs, sender, time.monotonic_ns()
 
 
+def request_rows(request: Any, names: Sequence[str]) -> int:
+    """The rows (first dimension) of the request's first present input; 1 without one. In the stub only."""
+    import triton_python_backend_utils as pb_utils
+
+    for name in names:
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is not None:
+            shape = tensor.shape()
+            return int(shape[0]) if shape else 1
+    return 1
+
+
 def request_inputs(request: Any, names: Sequence[str]) -> dict[str, Any]:
     """The request's inputs by name as NumPy arrays (None when absent), owned by Python.
 
@@ -605,10 +630,11 @@ class TritonAdmission:
             fail=self._fail,
             name=f"trb-admission-{args.get('model_instance_name', self.model)}",
         )
-        self.answered = 0  # requests the worker computed an answer for
-        # Their time in trb's queue and in the worker's batches, summed per request (as Triton's own
-        # nv_inference_queue_duration_us / compute_infer_duration_us count theirs): Triton sees a
-        # request only while execute() admits it, so `trb sweep` adds these to its breakdown.
+        self.answered = 0  # requests computed, in place or by the worker
+        # The worker's requests' time in trb's queue and in its batches, summed per request (as
+        # Triton's own nv_inference_queue_duration_us / compute_infer_duration_us count theirs):
+        # Triton sees such a request only while execute() admits it, so `trb sweep` adds these to
+        # its breakdown. Requests answered in place are in Triton's counters and add 0 here.
         self.queue_us = 0.0
         self.compute_us = 0.0
         self.metrics = InstanceMetrics(
@@ -623,7 +649,7 @@ class TritonAdmission:
                 ),
                 InstanceMetric(
                     name=ANSWERED_METRIC,
-                    description="Requests a model instance's trb worker computed an answer for",
+                    description="Requests a model instance computed an answer for",
                     kind="counter",
                     read=lambda: self.answered,
                 ),
@@ -652,24 +678,31 @@ class TritonAdmission:
         return "max_queue_size" in parameters
 
     def execute(self, requests: list[Any]) -> list[Any] | None:
-        """Admit each request, or answer it UNAVAILABLE (HTTP 503) at once when the queue is full.
+        """Answer below overload in place; else admit each request, or refuse it (503) when full.
 
-        The requests of a call that finds the worker idle and nothing queued are all admitted,
-        whatever the bound: the worker takes them at once as one batch (Triton's batch never holds
-        more than max_batch_size rows), and a warmup sample of batch N arrives as N requests in one
-        call, which a bound below N would refuse.
+        A refusal is an UNAVAILABLE response at once. In place: the worker is idle, nothing is
+        queued, and the batch has room for another request as large as its largest, so Triton had
+        no request waiting when it formed it (its batcher takes them in order while they fit).
+        Otherwise the requests of a call that finds the worker idle are all admitted, whatever the
+        bound: the worker takes them at once as one batch (Triton's batch never holds more than
+        max_batch_size rows), and a warmup sample of batch N arrives as N requests in one call,
+        which a bound below N would refuse.
         """
         import triton_python_backend_utils as pb_utils
 
+        rows = [request_rows(request, self.input_names) for request in requests]
+        into_idle = self.queue.idle  # only this thread offers: seen idle, it stays so until it offers
+        if into_idle and sum(rows) + max(rows) <= self.queue.max_rows:
+            responses = self.respond(requests)
+            self.answered += len(requests)  # the worker is idle: no other thread adds to it now
+            return responses
         refused: list[Any] = [None] * len(requests)
         any_refused = False
-        into_idle = self.queue.depth == 0 and not self.queue.busy
         for index, request in enumerate(requests):
             if into_idle or not self.queue.full:  # only this thread adds: seen not full, it stays so
                 inputs = request_inputs(request, self.input_names)
-                first = next((value for value in inputs.values() if value is not None), None)
-                rows = 1 if first is None or first.ndim == 0 else int(first.shape[0])
-                if self.queue.offer(Admitted(inputs, request.get_response_sender()), rows, into_idle):
+                admitted = Admitted(inputs, request.get_response_sender())
+                if self.queue.offer(admitted, rows[index], into_idle):
                     continue
             any_refused = True
             refused[index] = pb_utils.InferenceResponse(
