@@ -30,9 +30,10 @@ bench/results/embedding.md), both in one server start:
 (An earlier run also had max_queue_delay_microseconds 0 for trb's bound — the git history of
 bench/results/queue.md: no better at saturation, slower refusals under overload.)
 
-Then overload: each bounded candidate with a bound of 8 at concurrency 96 (gRPC, a plain
-closed-loop client), counting rejections and their latency, and the unbounded queue under the
-same load.
+Then overload: each bounded candidate with a bound of 8 at concurrency 96 (gRPC, the closed-loop
+client of perf/stress.py: one asyncio loop, a user retries 1 ms after a 503), counting rejections
+and their latency, and the unbounded queue under the same load. The client shares the 2 cores:
+the thread-per-user client it replaced took about one of them and added ~6 ms to every refusal.
 
 Results: bench/results/queue.json and bench/results/queue.md; scratch under bench/work/queue/.
 

@@ -448,6 +448,7 @@ def encoder_runtime(onnx_path: str, tokenizer_path: str, settings: Any) -> tuple
 # batch is computed and returned as the unbounded template would. While it runs, new requests wait in
 # Triton's queue; the next call that finds it backed up (a full batch) admits to trb's bounded queue.
 
+QUEUE_FULL = "the model's queue is full"  # how a refusal's message starts
 QUEUE_DEPTH_METRIC = "trb_queue_depth"
 ANSWERED_METRIC = "trb_answered_requests"  # per instance: shows how Triton spreads requests over them
 QUEUE_DURATION_METRIC = "trb_queue_duration_us"
@@ -690,24 +691,27 @@ class TritonAdmission:
         """
         import triton_python_backend_utils as pb_utils
 
-        rows = [request_rows(request, self.input_names) for request in requests]
         into_idle = self.queue.idle  # only this thread offers: seen idle, it stays so until it offers
-        if into_idle and sum(rows) + max(rows) <= self.queue.max_rows:
-            responses = self.respond(requests)
-            self.answered += len(requests)  # the worker is idle: no other thread adds to it now
-            return responses
+        if into_idle:
+            rows = [request_rows(request, self.input_names) for request in requests]
+            if sum(rows) + max(rows) <= self.queue.max_rows:
+                responses = self.respond(requests)
+                self.answered += len(requests)  # the worker is idle: no other thread adds to it now
+                return responses
         refused: list[Any] = [None] * len(requests)
         any_refused = False
         for index, request in enumerate(requests):
             if into_idle or not self.queue.full:  # only this thread adds: seen not full, it stays so
                 inputs = request_inputs(request, self.input_names)
                 admitted = Admitted(inputs, request.get_response_sender())
-                if self.queue.offer(admitted, rows[index], into_idle):
+                size = rows[index] if into_idle else request_rows(request, self.input_names)
+                if self.queue.offer(admitted, size, into_idle):
                     continue
             any_refused = True
+            # One error object per response: the server frees each response's error.
             refused[index] = pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(
-                    f"the model's queue is full ({self.queue.depth} waiting in this instance, "
+                    f"{QUEUE_FULL} ({self.queue.depth} waiting in this instance, "
                     f"{self.total_bound} for the model); retry with backoff",
                     pb_utils.TritonError.UNAVAILABLE,
                 )
