@@ -129,7 +129,8 @@ def dashboard_queries(facts: RepositoryFacts) -> dict[str, list[tuple[str, str]]
         )
         for model in facts.models
     ]
-    # The encoder templates' own queue and worker (Triton's durations end when execute() admits).
+    # The encoder templates' own queue and worker, per request answered (those answered in place
+    # add 0: Triton's durations count them; for the others they end when execute() admits).
     trb_mean = (
         []
         if facts.generates

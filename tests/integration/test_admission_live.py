@@ -1,10 +1,10 @@
 """trb's own admission bound in the encoder templates, on the real tritonserver.
 
 A burst far beyond the bound is answered 503 at once (before the admitted requests are computed)
-and the server keeps serving; trb's queue metrics are on the metrics port; with two instances both
-compute a share of the requests (Triton hands each execute() call to an idle instance, and the
-templates' execute() returns at once, so this is worth checking). Decided by counts and by the order
-of events, never by sleeping.
+and the server keeps serving; a batch with room is answered in place (trb's worker computes none of
+it); trb's queue metrics are on the metrics port; with two instances both compute a share of the
+requests (Triton hands each execute() call to an idle instance, and an admitting execute() returns
+at once, so this is worth checking). Decided by counts and by the order of events, never by sleeping.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ INVALID_ARG error while the others are answered from one batched ONNX Runtime ca
 For reranking every batch row is one query/passage pair, so the batcher mixes pairs of many requests.
 Pre steps (sidecars) rewrite every TEXT and QUERY; post steps take and return the named outputs. Each
 runs once per batch and again per request when it fails, so only the requests it fails on get its
-error (500). Built with trb's admission bound (the `max_queue_size` parameter), execute() only
-admits requests and a worker thread answers them in batches (trb_runtime.TritonAdmission).
+error (500). Built with trb's admission bound (the `max_queue_size` parameter), a full batch goes
+through trb's queue and its worker thread (trb_runtime.TritonAdmission).
 """
 
 import json

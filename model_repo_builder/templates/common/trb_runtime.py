@@ -437,7 +437,7 @@ def encoder_runtime(onnx_path: str, tokenizer_path: str, settings: Any) -> tuple
 # In Triton 2.51 any queue policy (the only way to bound Triton's queue) turns off the dynamic
 # batcher's prefetching, and the batcher then stalls: it forms a batch only while an instance waits,
 # and an instance that frees up wakes nobody (up to its 500 ms timeout). So the encoder templates
-# keep their own bounded queue: Triton's queue has no policy, execute() only admits each request (or
+# keep their own bounded queue: Triton's queue has no policy; execute() admits each request (or
 # answers it UNAVAILABLE at once when the bound is reached) and returns, and a worker thread answers
 # whatever is queued, in batches of up to max_batch_size rows, through each request's response sender.
 #
@@ -708,7 +708,7 @@ class TritonAdmission:
                 if self.queue.offer(admitted, size, into_idle):
                     continue
             any_refused = True
-            # One error object per response: the server frees each response's error.
+            # One error object per response: one shared by several crashed tritonserver 2.51.
             refused[index] = pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(
                     f"{QUEUE_FULL} ({self.queue.depth} waiting in this instance, "

@@ -2,8 +2,9 @@
 
 Each request is validated on its own, so one bad request in a dynamic batch gets its own
 INVALID_ARG error while the others in the same batch are answered normally. Built with trb's
-admission bound (the `max_queue_size` parameter), execute() only admits requests and a worker
-thread answers them in batches (trb_runtime.TritonAdmission); otherwise execute() answers them.
+admission bound (the `max_queue_size` parameter), execute() answers a batch with room in place and
+admits a full one to trb's queue, whose worker answers it (trb_runtime.TritonAdmission); otherwise
+execute() answers every batch.
 """
 
 import json

@@ -4,8 +4,8 @@ Each text gets four outputs of one row each, as long as its number of entities (
 padded to its longest with label "" and offsets -1): ENTITY_LABELS, ENTITY_STARTS and ENTITY_ENDS
 (character offsets into the text, end exclusive) and ENTITY_SCORES. A bad request in a dynamic batch
 gets its own INVALID_ARG error; the others are answered from one ONNX Runtime call. Built with
-trb's admission bound (the `max_queue_size` parameter), execute() only admits requests and a worker
-thread answers them in batches (trb_runtime.TritonAdmission).
+trb's admission bound (the `max_queue_size` parameter), a full batch goes through trb's queue and
+its worker thread (trb_runtime.TritonAdmission).
 """
 
 import json
