@@ -30,10 +30,11 @@ bench/results/embedding.md), both in one server start:
 (An earlier run also had max_queue_delay_microseconds 0 for trb's bound — the git history of
 bench/results/queue.md: no better at saturation, slower refusals under overload.)
 
-Then overload: each bounded candidate with a bound of 8 at concurrency 96 (gRPC, the closed-loop
-client of perf/stress.py: one asyncio loop, a user retries 1 ms after a 503), counting rejections
-and their latency, and the unbounded queue under the same load. The client shares the 2 cores:
-the thread-per-user client it replaced took about one of them and added ~6 ms to every refusal.
+Then overload, in alternating rounds (3 by default): each bounded candidate with a bound of 8 at
+concurrency 96 (gRPC, the closed-loop client of perf/stress.py: one asyncio loop, a user retries
+1 ms after a 503), counting rejections and their latency, and the unbounded queue under the same
+load. The client shares the 2 cores: the thread-per-user client it replaced made every variant's
+refusals 5-6 ms slower (the git history of bench/results/queue.json).
 
 Results: bench/results/queue.json and bench/results/queue.md; scratch under bench/work/queue/.
 
@@ -46,6 +47,7 @@ import argparse
 import datetime
 import json
 import logging
+import math
 import statistics
 import time
 import urllib.request
@@ -204,6 +206,28 @@ def overload(repository: Path, args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+def overload_rounds(small: dict[str, Path], args: argparse.Namespace) -> list[dict[str, dict[str, float]]]:
+    """Each variant under overload, in alternating order, `args.overload_rounds` times."""
+    rounds = []
+    for index in range(args.overload_rounds):
+        order = list(small) if index % 2 == 0 else list(reversed(small))
+        rounds.append({name: overload(small[name], args) for name in order})
+    return rounds
+
+
+def _medians(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each variant's figures, the median over rounds of those that are numbers (NaN: none refused)."""
+
+    def median(values: list[float]) -> float:
+        numbers = [value for value in values if not math.isnan(value)]
+        return statistics.median(numbers) if numbers else math.nan
+
+    return {
+        name: {field: median([r[name][field] for r in rounds]) for field in rounds[0][name]}
+        for name in rounds[0]
+    }
+
+
 def _share(rounds: list[dict[str, Any]]) -> str:
     """The instance that computed fewer requests: its share of the two, median over rounds."""
     answered = [r[SATURATION_KEY]["answered_by_instance"] for r in rounds]
@@ -248,17 +272,20 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"Overload: a bound of {OVERLOAD_QUEUE} requests, {OVERLOAD_CONCURRENCY} clients (gRPC), "
-        f"{report['settings']['overload_s']:.0f} s each.",
+        f"{settings['overload_s']:.0f} s each, {settings['overload_rounds']} alternating rounds "
+        "(medians; the rounds' range of the rejected p50 beside it).",
         "",
-        "| variant | answered/s | rejected (503)/s | rejected p50 ms | rejected p99 ms "
-        "| answered p50 ms | answered p99 ms |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | answered/s | rejected (503)/s | rejected p50 ms | rejected p50 range "
+        "| rejected p99 ms | answered p50 ms | answered p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     seconds = settings["overload_s"]
     for name, result in report["overload"].items():
+        p50s = [r[name]["rejected_p50_ms"] for r in report["overload_rounds"]]
+        spread = "–" if any(math.isnan(v) for v in p50s) else f"{min(p50s):.1f}–{max(p50s):.1f}"
         lines.append(
             f"| {name} | {result['ok'] / seconds:.0f} | {result['rejected'] / seconds:.0f} "
-            f"| {result['rejected_p50_ms']:.1f} | {result['rejected_p99_ms']:.1f} "
+            f"| {result['rejected_p50_ms']:.1f} | {spread} | {result['rejected_p99_ms']:.1f} "
             f"| {result['ok_p50_ms']:.1f} | {result['ok_p99_ms']:.1f} |"
         )
     return "\n".join(lines) + "\n"
@@ -270,6 +297,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="requests per measurement")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
     parser.add_argument("--overload-s", type=float, default=8.0, help="seconds of overload per variant")
+    parser.add_argument("--overload-rounds", type=int, default=3, help="alternating overload rounds")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     started = time.monotonic()
@@ -307,15 +335,22 @@ def main() -> None:
         name: rerendered_copy(int8, MODEL, WORK / "overload" / name, _small_queue(VARIANTS[name]))
         for name in (*BOUNDED, "unbounded")
     }
+    overloaded = overload_rounds(small, args)
     report = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "curve": curve,
         "loads": loads,
-        "settings": {"requests": args.requests, "rounds": args.rounds, "overload_s": args.overload_s},
+        "settings": {
+            "requests": args.requests,
+            "rounds": args.rounds,
+            "overload_s": args.overload_s,
+            "overload_rounds": args.overload_rounds,
+        },
         "rounds": rounds,
         "ratios": ratios,
-        "overload": {name: overload(path, args) for name, path in small.items()},
+        "overload_rounds": overloaded,
+        "overload": _medians(overloaded),
         "duration_s": time.monotonic() - started,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
