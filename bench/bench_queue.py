@@ -38,7 +38,7 @@ refusals 5-6 ms slower (the git history of bench/results/queue.json).
 
 Results: bench/results/queue.json and bench/results/queue.md; scratch under bench/work/queue/.
 
-    python bench/bench_queue.py          # about 10 minutes on 2 cores
+    python bench/bench_queue.py          # about 13 minutes on 2 cores (17 with --rounds 8)
 """
 
 from __future__ import annotations
