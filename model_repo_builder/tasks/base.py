@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 # Encoder-only model types trb exports with optimum (embeddings, classifiers, rerankers).
 ENCODER_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", "electra", "deberta-v2")
 # The encoder tasks' default CPU layout: one single-threaded instance per core beats one instance
-# with every core (bench/results/text_lengths.md, MiniLM int8 on 2 cores: 2×1 serves 0.90 / 0.85 of
-# the in-process ceiling on short / mixed text, 1×2 0.79 / 0.66): ONNX Runtime's threads synchronise
+# with every core (bench/results/text_lengths.md and its history, MiniLM int8 on 2 cores: 2×1 serves
+# 0.87–0.90 / 0.85–0.99 of the in-process ceiling on short / mixed text, 1×2 0.73–0.79 / 0.62–0.66):
+# ONNX Runtime's threads synchronise
 # on the small matrices of short texts, and one stub's Python (tokenizing, batching) runs while the
 # other computes. Capped because every instance holds its own copy of the weights.
 ENCODER_DEFAULT_CPU_INSTANCES = 4
@@ -162,6 +163,12 @@ class Task:
     def result_json(self, texts: Sequence[str], outputs: dict[str, np.ndarray]) -> dict[str, Any]:
         """What `trb infer --json` prints (beside the model name)."""
         raise NotImplementedError
+
+
+class EncoderTask(Task):
+    """A task served by an encoder-only model: by default one single-threaded instance per core."""
+
+    max_default_cpu_instances = ENCODER_DEFAULT_CPU_INSTANCES
 
 
 _TASKS: dict[str, Task] = {}

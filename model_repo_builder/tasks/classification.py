@@ -14,10 +14,9 @@ import numpy as np
 
 from model_repo_builder.errors import UnsupportedModelError
 from model_repo_builder.tasks.base import (
-    ENCODER_DEFAULT_CPU_INSTANCES,
     ENCODER_MODEL_TYPES,
+    EncoderTask,
     ModelFacts,
-    Task,
     TensorIO,
     register,
 )
@@ -39,13 +38,12 @@ truncated, as the source model does.
 """
 
 
-class SequenceClassificationTask(Task):
+class SequenceClassificationTask(EncoderTask):
     """Shared by classifiers and rerankers: an encoder with a `*ForSequenceClassification` head."""
 
     pairs = False
     pre_steps = True  # on every TEXT (and, for rerankers, every QUERY)
     post_step_kind = "arrays"  # the named outputs: {"SCORES", "LABEL"} or {"SCORE"}
-    max_default_cpu_instances = ENCODER_DEFAULT_CPU_INSTANCES
 
     def _fits(self, facts: ModelFacts) -> bool:
         raise NotImplementedError

@@ -10,10 +10,9 @@ import numpy as np
 
 from model_repo_builder.errors import UnsupportedModelError
 from model_repo_builder.tasks.base import (
-    ENCODER_DEFAULT_CPU_INSTANCES,
     ENCODER_MODEL_TYPES,
+    EncoderTask,
     ModelFacts,
-    Task,
     TensorIO,
     register,
 )
@@ -38,7 +37,7 @@ truncated, as the source model does.
 """
 
 
-class FeatureExtraction(Task):
+class FeatureExtraction(EncoderTask):
     """Sentence embeddings, pooled and normalized as the sentence-transformers pipeline does."""
 
     name = "feature-extraction"
@@ -49,7 +48,6 @@ class FeatureExtraction(Task):
     pre_steps = True
     post_step_kind = "vectors"
     gpu_not_yet = None
-    max_default_cpu_instances = ENCODER_DEFAULT_CPU_INSTANCES
 
     def detect(self, facts: ModelFacts) -> bool:
         """A sentence-transformers bi-encoder, or a bare encoder checkpoint with no task head."""

@@ -10,10 +10,9 @@ import numpy as np
 
 from model_repo_builder.errors import UnsupportedModelError
 from model_repo_builder.tasks.base import (
-    ENCODER_DEFAULT_CPU_INSTANCES,
     ENCODER_MODEL_TYPES,
+    EncoderTask,
     ModelFacts,
-    Task,
     TensorIO,
     register,
 )
@@ -63,7 +62,7 @@ def _spans(texts: Sequence[str], outputs: dict[str, np.ndarray]) -> list[list[di
     return rows
 
 
-class TokenClassification(Task):
+class TokenClassification(EncoderTask):
     """Per-token labels grouped into spans (`*ForTokenClassification`)."""
 
     name = "token-classification"
@@ -80,7 +79,6 @@ class TokenClassification(Task):
         ),
     )
     main_output = "ENTITY_LABELS"
-    max_default_cpu_instances = ENCODER_DEFAULT_CPU_INSTANCES
 
     def detect(self, facts: ModelFacts) -> bool:
         """An encoder with a token-classification head."""
