@@ -61,15 +61,26 @@ def fetch(metrics_url: str) -> str | None:
         return None
 
 
+def sum_by_model(text: str, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Each of `names`' values per model (summed over its other labels, e.g. instances) in a scrape."""
+    found: dict[str, dict[str, float]] = {name: {} for name in names}
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        if name in found and 'model="' in rest:
+            model = rest.split('model="', 1)[1].split('"', 1)[0]
+            found[name][model] = found[name].get(model, 0.0) + float(line.rsplit(" ", 1)[-1])
+    return found
+
+
 def scrape(metrics_url: str) -> dict[str, float]:
     """Current tracked metrics; empty when the endpoint cannot be reached."""
     text = fetch(metrics_url)
     return {} if text is None else parse_prometheus(text)
 
 
-# trb's own queue in the encoder templates (templates/common/trb_runtime.py): a request waits there,
-# not in Triton's queue, and is computed by a worker after execute() returned, so Triton's queue and
-# compute durations miss both. Per instance, cumulative.
+# trb's own queue in the encoder templates (templates/common/trb_runtime.py): a request that goes
+# through it waits there, not in Triton's queue, and is computed by a worker after execute() returned,
+# so Triton's queue and compute durations miss both. Per instance, cumulative.
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,19 +124,13 @@ def admission_times(metrics_url: str, model: str) -> AdmissionTimes | None:
     text = fetch(metrics_url)
     if text is None:
         return None
-    totals = {QUEUE_DURATION_METRIC: 0.0, COMPUTE_DURATION_METRIC: 0.0, ANSWERED_METRIC: 0.0}
-    found = False
-    for line in text.splitlines():
-        name, _, rest = line.partition("{")
-        if name in totals and f'model="{model}"' in rest.split("}", 1)[0]:
-            totals[name] += float(line.rsplit(" ", 1)[-1])
-            found = True
-    if not found:
+    found = sum_by_model(text, (QUEUE_DURATION_METRIC, COMPUTE_DURATION_METRIC, ANSWERED_METRIC))
+    if not any(model in values for values in found.values()):
         return None
     return AdmissionTimes(
-        queue_us=totals[QUEUE_DURATION_METRIC],
-        compute_us=totals[COMPUTE_DURATION_METRIC],
-        answered=totals[ANSWERED_METRIC],
+        queue_us=found[QUEUE_DURATION_METRIC].get(model, 0.0),
+        compute_us=found[COMPUTE_DURATION_METRIC].get(model, 0.0),
+        answered=found[ANSWERED_METRIC].get(model, 0.0),
     )
 
 

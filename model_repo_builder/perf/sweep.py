@@ -351,7 +351,7 @@ class Sweeper:
             )
         level = {**_level(result, mode), "stable": stable}
         if admitted is not None and target.metrics_url:
-            # trb's own queue: Triton saw each request only while execute() admitted it.
+            # trb's own queue: Triton saw a request that went through it only while execute() admitted it.
             now = metrics.admission_times(target.metrics_url, target.model)
             if now is not None:
                 level["breakdown"] = now.since(admitted).added_to(level["breakdown"])

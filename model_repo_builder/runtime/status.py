@@ -17,7 +17,9 @@ from typing import Any
 from model_repo_builder.errors import InferenceError
 from model_repo_builder.perf import metrics
 from model_repo_builder.runtime.tools import cache_dir
-from model_repo_builder.templates.common.trb_runtime import IN_FLIGHT_METRIC
+from model_repo_builder.templates.common.trb_runtime import IN_FLIGHT_METRIC, QUEUE_DEPTH_METRIC
+
+TRITON_PENDING = "nv_inference_pending_request_count"  # requests in Triton's queue, per model
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,19 +61,12 @@ def load_by_model(text: str) -> tuple[dict[str, int], dict[str, int]]:
     Waiting: Triton's queue plus trb's own queue of the encoder templates (one series per instance);
     in flight: the generation template's requests taken and not yet answered.
     """
-    pending: dict[str, int] = {}
-    in_flight: dict[str, int] = {}
-    for line in text.splitlines():
-        if line.startswith(("nv_inference_pending_request_count{", "trb_queue_depth{")):
-            found = pending
-        elif line.startswith(f"{IN_FLIGHT_METRIC}{{"):
-            found = in_flight
-        else:
-            continue
-        labels, value = line.rsplit(" ", 1)
-        model = labels.split('model="', 1)[1].split('"', 1)[0]
-        found[model] = found.get(model, 0) + int(float(value))
-    return pending, in_flight
+    found = metrics.sum_by_model(text, (TRITON_PENDING, QUEUE_DEPTH_METRIC, IN_FLIGHT_METRIC))
+    waiting = found[TRITON_PENDING]
+    for model, depth in found[QUEUE_DEPTH_METRIC].items():
+        waiting[model] = waiting.get(model, 0.0) + depth
+    pending = {model: int(value) for model, value in waiting.items()}
+    return pending, {model: int(value) for model, value in found[IN_FLIGHT_METRIC].items()}
 
 
 def server_status(url: str, metrics_url: str | None = None) -> tuple[list[ModelStatus], dict[str, Any]]:
