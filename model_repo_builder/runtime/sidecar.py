@@ -295,7 +295,10 @@ def serve_step(model_dir: Path, step: Step, ports: tuple[int, int, int]) -> None
             infer_func=infer,
             inputs=tensors,
             outputs=tensors,
-            config=ModelConfig(max_batch_size=256),
+            # No dynamic batcher: it would join requests from different callers (two model
+            # instances, or a batch and its per-request retry) into one call, and a step that
+            # raises on one row would fail them all. Each call already carries a whole batch.
+            config=ModelConfig(max_batch_size=256, batcher=None),  # type: ignore[arg-type]
             strict=False,
         )
         triton.serve()

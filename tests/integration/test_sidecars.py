@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from classifier_fixtures import write_classifier
 from conftest import running_server
 from sentence_transformers import SentenceTransformer
 from seq2seq_fixtures import Reference, generate, session_t5, tiny_t5  # noqa: F401  (fixture)
+from tritonclient.utils import InferenceServerException
 
 from model_repo_builder.build import BuildResult, build
 from model_repo_builder.client import infer, infer_task
@@ -106,6 +108,33 @@ def test_a_failing_step_answers_its_request_only(embedding_with_steps) -> None:
             assert "pre-processing step 1 failed" in outcome and "not accepted" in outcome
         else:
             assert outcome == "ok"
+
+
+def test_a_sidecar_answers_each_callers_request_on_its_own(embedding_with_steps) -> None:
+    """Concurrent calls to a step are never joined: one caller's bad row must not fail another's call."""
+    import tritonclient.http as httpclient
+
+    _, server = embedding_with_steps
+    sidecar = next(s for s in server.sidecars if s.step.function == "refuse_secrets")
+    client = httpclient.InferenceServerClient(sidecar.url, concurrency=12)
+    assert "dynamic_batching" not in client.get_model_config("step")
+
+    def call(text: str) -> Any:
+        data = np.array([[text.encode("utf-8")]], dtype=np.object_)
+        tensor = httpclient.InferInput("DATA", list(data.shape), "BYTES")
+        tensor.set_data_from_numpy(data)
+        return client.async_infer("step", [tensor])
+
+    texts = ["a fine sentence", "my secret plan", "another fine sentence"] * 16
+    pending = [call(text) for text in texts]  # all in flight at once
+    failed = []
+    for text, request in zip(texts, pending, strict=True):
+        try:
+            request.get_result()
+        except InferenceServerException:
+            failed.append(text)
+    client.close()
+    assert failed == [text for text in texts if "secret" in text]
 
 
 def test_a_killed_sidecar_is_restarted_and_traffic_recovers(embedding_with_steps) -> None:
