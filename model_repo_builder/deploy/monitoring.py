@@ -31,15 +31,15 @@ import re
 from typing import Any
 
 from model_repo_builder.deploy.facts import RepositoryFacts
+from model_repo_builder.perf.metrics import PENDING_METRIC
 from model_repo_builder.templates.common.trb_runtime import (
     ANSWERED_METRIC,
     COMPUTE_DURATION_METRIC,
     IN_FLIGHT_METRIC,
+    QUEUE_DEPTH_METRIC,
     QUEUE_DURATION_METRIC,
 )
 
-QUEUE_DEPTH_METRIC = "nv_inference_pending_request_count"
-TRB_QUEUE_DEPTH_METRIC = "trb_queue_depth"  # templates/common/trb_runtime.py QUEUE_DEPTH_METRIC
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 _RATE = "[$__rate_interval]"
 
@@ -55,15 +55,15 @@ def model_matcher(models: tuple[str, ...]) -> str:
 def queue_depth_query(facts: RepositoryFacts, namespace: str) -> str:
     """Requests waiting in the queues of the repository's models (Triton's and trb's), over every pod."""
     selector = f'namespace="{namespace}",{model_matcher(facts.model_names)}'
-    trb_queue = f"(sum({TRB_QUEUE_DEPTH_METRIC}{{{selector}}}) or vector(0))"
-    return f"sum({QUEUE_DEPTH_METRIC}{{{selector}}}) + {trb_queue}"
+    trb_queue = f"(sum({QUEUE_DEPTH_METRIC}{{{selector}}}) or vector(0))"
+    return f"sum({PENDING_METRIC}{{{selector}}}) + {trb_queue}"
 
 
 def in_flight_query(facts: RepositoryFacts, namespace: str) -> str:
     """Requests the repository's models hold (taken or still in Triton's queue), over every pod."""
     selector = f'namespace="{namespace}",{model_matcher(facts.model_names)}'
     in_flight = f"(sum({IN_FLIGHT_METRIC}{{{selector}}}) or vector(0))"
-    return f"sum({QUEUE_DEPTH_METRIC}{{{selector}}}) + {in_flight}"
+    return f"sum({PENDING_METRIC}{{{selector}}}) + {in_flight}"
 
 
 def scaling_query(facts: RepositoryFacts, namespace: str) -> str:
@@ -183,12 +183,12 @@ def dashboard_queries(facts: RepositoryFacts) -> dict[str, list[tuple[str, str]]
         ],
         "Instance utilisation": utilisation,
         "Pending requests (queue depth)": [
-            (f"sum by (model) ({QUEUE_DEPTH_METRIC}{{{selector}}})", "{{model}} Triton"),
+            (f"sum by (model) ({PENDING_METRIC}{{{selector}}})", "{{model}} Triton"),
             # The encoder templates' own queue; the generation template has none (it runs what it takes).
             *(
                 []
                 if facts.generates
-                else [(f"sum by (model) ({TRB_QUEUE_DEPTH_METRIC}{{{selector}}})", "{{model}} trb")]
+                else [(f"sum by (model) ({QUEUE_DEPTH_METRIC}{{{selector}}})", "{{model}} trb")]
             ),
         ],
         "Failures": [

@@ -14,6 +14,7 @@ from model_repo_builder.templates.common.trb_runtime import (
     QUEUE_DURATION_METRIC,
 )
 
+PENDING_METRIC = "nv_inference_pending_request_count"  # requests in Triton's queue, per model
 # Cumulative counters (a sweep reports their increase); the other tracked metrics are gauges.
 COUNTERS = frozenset(
     {

@@ -19,8 +19,6 @@ from model_repo_builder.perf import metrics
 from model_repo_builder.runtime.tools import cache_dir
 from model_repo_builder.templates.common.trb_runtime import IN_FLIGHT_METRIC, QUEUE_DEPTH_METRIC
 
-TRITON_PENDING = "nv_inference_pending_request_count"  # requests in Triton's queue, per model
-
 
 @dataclass(frozen=True, kw_only=True)
 class ModelStatus:
@@ -61,8 +59,8 @@ def load_by_model(text: str) -> tuple[dict[str, int], dict[str, int]]:
     Waiting: Triton's queue plus trb's own queue of the encoder templates (one series per instance);
     in flight: the generation template's requests taken and not yet answered.
     """
-    found = metrics.sum_by_model(text, (TRITON_PENDING, QUEUE_DEPTH_METRIC, IN_FLIGHT_METRIC))
-    waiting = found[TRITON_PENDING]
+    found = metrics.sum_by_model(text, (metrics.PENDING_METRIC, QUEUE_DEPTH_METRIC, IN_FLIGHT_METRIC))
+    waiting = found[metrics.PENDING_METRIC]
     for model, depth in found[QUEUE_DEPTH_METRIC].items():
         waiting[model] = waiting.get(model, 0.0) + depth
     pending = {model: int(value) for model, value in waiting.items()}

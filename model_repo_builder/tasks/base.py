@@ -28,9 +28,9 @@ ENCODER_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "mpnet", 
 # The encoder tasks' default CPU layout: one single-threaded instance per core beats one instance
 # with every core (bench/results/text_lengths.md and its history, MiniLM int8 on 2 cores: 2×1 serves
 # 0.87–0.90 / 0.85–0.99 of the in-process ceiling on short / mixed text, 1×2 0.73–0.79 / 0.62–0.66):
-# ONNX Runtime's threads synchronise
-# on the small matrices of short texts, and one stub's Python (tokenizing, batching) runs while the
-# other computes. Capped because every instance holds its own copy of the weights.
+# ONNX Runtime's threads synchronise on the small matrices of short texts, and one stub's Python
+# (tokenizing, batching) runs while the other computes. Capped because every instance holds its own
+# copy of the weights.
 ENCODER_DEFAULT_CPU_INSTANCES = 4
 
 
